@@ -1,0 +1,283 @@
+"""Shared Gymnasium env over a robosuite-based simulation (robosuite tasks and LIBERO).
+
+The wrapped simulator is built with ``use_camera_obs=False``: robosuite then never renders
+on its own, and this class renders exactly the cameras the policy asked for, at their final
+size, once per observation. Settle steps and physics-only steps therefore cost no rendering,
+and a policy that reads one 224x224 camera never pays for a second one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import weakref
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from vla_gym.envs import contract
+
+POSE_DIM = 7  # position (3) + quaternion xyzw (4)
+_LIVE_ENVS: "weakref.WeakSet[RobosuiteBackedEnv]" = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
+
+
+def _close_live_envs() -> None:
+    """Close envs the user forgot to close, before robosuite's EGL display goes away."""
+    for env in list(_LIVE_ENVS):
+        env.close()
+
+
+def _register_atexit_once() -> None:
+    # Registered after robosuite's own EGL atexit handler (robosuite is imported while the
+    # first sim is built), so it runs *before* it: atexit is last-in, first-out.
+    global _ATEXIT_REGISTERED
+    if not _ATEXIT_REGISTERED:
+        atexit.register(_close_live_envs)
+        _ATEXIT_REGISTERED = True
+
+
+def _pose_space() -> spaces.Box:
+    return spaces.Box(-np.inf, np.inf, shape=(POSE_DIM,), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def seeded_global_numpy(seed: int | None):
+    """Seed NumPy's global RNG for the duration of the block, then restore it.
+
+    robosuite 1.4 draws object placements and robot init noise from ``np.random``; seeding
+    it only around the simulator's reset keeps episodes reproducible without changing the
+    caller's global random state.
+    """
+    if seed is None:
+        yield
+        return
+    saved = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
+class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
+    """Base class: cameras, state, action checks, settle steps, success and cleanup.
+
+    Subclasses implement :meth:`_build_sim`, :meth:`_reset_sim`, :meth:`_is_success`,
+    :meth:`_privileged_poses` and set ``self.instruction``.
+
+    Args:
+        cameras: Cameras rendered into ``obs["images"]`` (policy names or MuJoCo names).
+        image_size: Side of the square observation images, rendered at this size directly.
+        render_mode: ``"rgb_array"`` to enable :meth:`render`, else ``None``.
+        render_camera: Camera that :meth:`render` shows (a third-person view for videos).
+        render_size: Side of the frames :meth:`render` returns.
+        privileged: Add ``obs["privileged"]`` (object poses and goal) for scripted experts.
+        num_settle_steps: No-op steps (gripper open) run inside ``reset`` and not counted.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": contract.CONTROL_FREQ_HZ}
+
+    def __init__(
+        self,
+        *,
+        cameras: tuple[str, ...] | list[str] = ("agentview",),
+        image_size: int = 224,
+        render_mode: str | None = None,
+        render_camera: str = "agentview",
+        render_size: int = 256,
+        privileged: bool = False,
+        num_settle_steps: int = 0,
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if int(image_size) <= 0 or int(render_size) <= 0:
+            raise ValueError(f"image sizes must be positive, got image_size={image_size}, render_size={render_size}")
+        if num_settle_steps < 0:
+            raise ValueError(f"num_settle_steps must be >= 0, got {num_settle_steps}")
+        self.cameras = tuple(cameras)
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"duplicate camera names in {self.cameras}")
+        self.image_size = int(image_size)
+        self.render_mode = render_mode
+        self.render_camera = render_camera
+        self.render_size = int(render_size)
+        self.privileged = privileged
+        self.num_settle_steps = int(num_settle_steps)
+        self.instruction: str = ""
+        self._sim_env: Any = None  # the robosuite MujocoEnv
+        self._raw_obs: dict[str, np.ndarray] = {}
+        self._frames: dict[tuple[str, int], np.ndarray] = {}
+        self._closed = False
+
+        self._sim_env = self._build_sim()
+        _LIVE_ENVS.add(self)
+        _register_atexit_once()
+        self._check_cameras([*self.cameras, *([render_camera] if render_mode else [])])
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(contract.ACTION_DIM,), dtype=np.float32)
+        self.observation_space = self._make_observation_space()
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _build_sim(self) -> Any:
+        """Create the robosuite env (``use_camera_obs=False``, offscreen renderer on)."""
+        raise NotImplementedError
+
+    def _reset_sim(self, seed: int | None, options: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Put the simulation in the episode's initial state; return robosuite's obs dict."""
+        raise NotImplementedError
+
+    def _is_success(self) -> bool:
+        raise NotImplementedError
+
+    def _privileged_poses(self) -> dict[str, np.ndarray]:
+        """Name -> 7-D pose (pos, quat xyzw) of every object a scripted expert may need."""
+        raise NotImplementedError
+
+    def _goal_description(self) -> str:
+        """Machine-readable goal for scripted experts (e.g. ``"on bowl_1 plate_1"``)."""
+        return ""
+
+    # ----------------------------------------------------------------- spaces
+    def _make_observation_space(self) -> spaces.Dict:
+        size = self.image_size
+        obs_spaces: dict[str, spaces.Space] = {
+            "images": spaces.Dict(
+                {cam: spaces.Box(0, 255, shape=(size, size, 3), dtype=np.uint8) for cam in self.cameras}
+            ),
+            "instruction": spaces.Text(
+                max_length=contract.INSTRUCTION_MAX_LENGTH, charset=contract.INSTRUCTION_CHARSET
+            ),
+            "state": spaces.Box(-np.inf, np.inf, shape=(contract.STATE_DIM,), dtype=np.float32),
+            "joint_pos": spaces.Box(-np.inf, np.inf, shape=(contract.NUM_ARM_JOINTS,), dtype=np.float32),
+        }
+        if self.privileged:
+            names = sorted(self._privileged_poses())
+            obs_spaces["privileged"] = spaces.Dict(
+                {
+                    "poses": spaces.Dict({n: _pose_space() for n in names}),
+                    "goal": spaces.Text(
+                        max_length=contract.INSTRUCTION_MAX_LENGTH, charset=contract.INSTRUCTION_CHARSET
+                    ),
+                }
+            )
+        return spaces.Dict(obs_spaces)
+
+    def _check_cameras(self, cameras: list[str]) -> None:
+        available = set(self._sim_env.sim.model.camera_names)
+        aliases = set(contract.CAMERA_ALIASES)
+        for cam in cameras:
+            if contract.mujoco_camera_name(cam) not in available:
+                valid = sorted(aliases | available)
+                raise ValueError(f"unknown camera {cam!r}; valid cameras for this scene: {valid}")
+
+    # ----------------------------------------------------------------- gym API
+    @property
+    def sim_env(self) -> Any:
+        """The underlying robosuite environment (for perturbations and experts)."""
+        return self._sim_env
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset to the episode's initial state, run the settle steps, render once."""
+        super().reset(seed=seed)
+        if self._closed:
+            raise RuntimeError("env is closed; create a new one")
+        options = dict(options or {})
+        if seed is None:
+            # derive the simulator's seed from our RNG so unseeded resets still differ
+            seed = int(self.np_random.integers(2**31))
+        self._raw_obs = self._reset_sim(seed, options)
+        for _ in range(self.num_settle_steps):
+            self._raw_obs, _, _, _ = self._sim_env.step(contract.SETTLE_ACTION.astype(np.float64))
+        self._frames.clear()
+        return self._observation(), self._info(success=self._is_success())
+
+    def step(self, action: np.ndarray):
+        """Apply one 7-D action; ``terminated`` is success, ``truncated`` comes from TimeLimit."""
+        a = contract.check_action(action)
+        self._raw_obs, _, _, _ = self._sim_env.step(a)
+        self._frames.clear()
+        success = self._is_success()
+        return self._observation(), float(success), success, False, self._info(success=success)
+
+    def render(self) -> np.ndarray | None:
+        """Upright RGB frame of ``render_camera`` at ``render_size`` (for videos)."""
+        if self.render_mode != "rgb_array":
+            return None
+        return self.render_camera_image(self.render_camera, self.render_size)
+
+    def close(self) -> None:
+        """Free the simulator and its EGL context now, not at interpreter exit.
+
+        robosuite frees the GL context in ``__del__``; left to interpreter shutdown that runs
+        after EGL is torn down and prints ``EGLError`` tracebacks. Freeing here is idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._sim_env is not None:
+            with contextlib.suppress(Exception):
+                self._sim_env.close()
+            self._sim_env = None
+        self._frames.clear()
+        self._raw_obs = {}
+        gc.collect()
+
+    # ----------------------------------------------------------------- observation
+    def render_camera_image(self, camera: str, size: int) -> np.ndarray:
+        """Render one camera at ``size`` x ``size``, upright; cached until the next step."""
+        key = (camera, size)
+        if key not in self._frames:
+            raw = self._sim_env.sim.render(
+                camera_name=contract.mujoco_camera_name(camera), width=size, height=size, depth=False
+            )
+            self._frames[key] = contract.upright(raw)
+        return self._frames[key]
+
+    def proprio_state(self) -> np.ndarray:
+        """The 8-D state: eef position, eef axis-angle, gripper finger positions."""
+        o = self._raw_obs
+        return np.concatenate(
+            [o["robot0_eef_pos"], contract.quat_to_axis_angle(o["robot0_eef_quat"]), o["robot0_gripper_qpos"]]
+        ).astype(np.float32)
+
+    def _observation(self) -> dict[str, Any]:
+        obs: dict[str, Any] = {
+            "images": {cam: self.render_camera_image(cam, self.image_size) for cam in self.cameras},
+            "instruction": self.instruction,
+            "state": self.proprio_state(),
+            "joint_pos": self.joint_positions(),
+        }
+        if self.privileged:
+            obs["privileged"] = {
+                "poses": {k: v.astype(np.float32) for k, v in sorted(self._privileged_poses().items())},
+                "goal": self._goal_description(),
+            }
+        return obs
+
+    def joint_positions(self) -> np.ndarray:
+        """The arm's 7 joint angles, read from the simulator (robosuite tasks omit the obs key)."""
+        robot = self._sim_env.robots[0]
+        return np.asarray(self._sim_env.sim.data.qpos[robot._ref_joint_pos_indexes], dtype=np.float32)
+
+    def _info(self, success: bool) -> dict[str, Any]:
+        return {"is_success": bool(success), "instruction": self.instruction}
+
+    # ----------------------------------------------------------------- helpers
+    def body_pose(self, body_name: str) -> np.ndarray:
+        """World pose (pos, quat xyzw) of a MuJoCo body."""
+        sim = self._sim_env.sim
+        bid = sim.model.body_name2id(body_name)
+        wxyz = sim.data.body_xquat[bid]
+        return np.concatenate([sim.data.body_xpos[bid], wxyz[[1, 2, 3, 0]]]).astype(np.float64)
+
+    def site_pose(self, site_name: str) -> np.ndarray:
+        """World pose (pos, quat xyzw) of a MuJoCo site (LIBERO regions are sites)."""
+        import mujoco
+
+        data = self._sim_env.sim.data
+        wxyz = np.zeros(4)
+        mujoco.mju_mat2Quat(wxyz, np.asarray(data.get_site_xmat(site_name), dtype=np.float64).reshape(9))
+        return np.concatenate([data.get_site_xpos(site_name), wxyz[[1, 2, 3, 0]]])

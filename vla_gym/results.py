@@ -1,0 +1,148 @@
+"""Episode records, success statistics and atomic result files.
+
+Files a rollout writes (all under one run directory):
+
+- ``episodes.jsonl``: one :class:`EpisodeRecord` per line, appended after each finished episode
+  (append + fsync, so a crash loses at most the episode in flight).
+- ``results.json``: the aggregate, rewritten atomically after every episode. Its shape follows
+  LeRobot's ``eval_info.json`` (``per_task``, ``per_group``, ``overall`` with ``pc_success``),
+  plus Wilson 95% intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+
+@dataclass
+class EpisodeRecord:
+    """One finished (or crashed) episode."""
+
+    suite: str
+    task: str
+    task_index: int
+    init_state_id: int | None
+    episode_index: int
+    seed: int
+    instruction: str
+    success: bool
+    steps: int
+    sum_reward: float
+    wall_s: float
+    latency_ms_mean: float = 0.0
+    latency_ms_p95: float = 0.0
+    policy_queries: int = 0
+    video: str | None = None
+    error: str | None = None
+    policy: str = ""
+    perturbation: str = "none"
+    perturbation_strength: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """Identity of an episode inside a run, used to skip finished ones on resume."""
+        return (self.suite, self.task_index, self.episode_index)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (default 95%).
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible for 0/n and n/n,
+    which matter with the 10-50 episodes per task typical of VLA evals.
+    """
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def summarize(records: Iterable[EpisodeRecord]) -> dict[str, Any]:
+    """Success rate, Wilson interval, episodes and mean steps of a set of episodes."""
+    records = list(records)
+    n = len(records)
+    k = sum(r.success for r in records)
+    lo, hi = wilson_interval(k, n)
+    return {
+        "episodes": n,
+        "successes": k,
+        "errors": sum(r.error is not None for r in records),
+        "success_rate": k / n if n else 0.0,
+        "pc_success": 100.0 * k / n if n else 0.0,
+        "ci95": [lo, hi],
+        "mean_steps": sum(r.steps for r in records) / n if n else 0.0,
+        "avg_sum_reward": sum(r.sum_reward for r in records) / n if n else 0.0,
+        "eval_s": sum(r.wall_s for r in records),
+    }
+
+
+def aggregate(records: list[EpisodeRecord], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build ``results.json``: per task, per suite (group) and overall summaries."""
+    by_task: dict[str, list[EpisodeRecord]] = {}
+    by_suite: dict[str, list[EpisodeRecord]] = {}
+    for r in records:
+        by_task.setdefault(f"{r.suite}/{r.task}", []).append(r)
+        by_suite.setdefault(r.suite, []).append(r)
+    return {
+        "meta": meta or {},
+        "per_task": {name: {**summarize(rs), "suite": rs[0].suite, "task": rs[0].task,
+                            "task_index": rs[0].task_index, "instruction": rs[0].instruction}
+                     for name, rs in sorted(by_task.items())},
+        "per_group": {name: summarize(rs) for name, rs in sorted(by_suite.items())},
+        "overall": summarize(records),
+        "video_paths": [r.video for r in records if r.video],
+    }
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file + rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def append_record(path: str | os.PathLike, record: EpisodeRecord) -> None:
+    """Append one episode to ``episodes.jsonl`` and fsync it."""
+    with open(path, "a") as f:
+        f.write(json.dumps(asdict(record)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_records(path: str | os.PathLike) -> list[EpisodeRecord]:
+    """Read ``episodes.jsonl``; a torn last line (crash mid-write) is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(EpisodeRecord(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return records
