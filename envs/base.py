@@ -75,7 +75,8 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         render_mode: ``"rgb_array"`` to enable :meth:`render`, else ``None``.
         render_camera: Camera that :meth:`render` shows (a third-person view for videos).
         render_size: Side of the frames :meth:`render` returns.
-        privileged: Add ``obs["privileged"]`` (object poses and goal) for scripted experts.
+        privileged: Add ``obs["privileged"]`` for scripted experts: ``poses`` (name -> pos +
+            quat xyzw), ``boxes`` (name -> world AABB of its collision geoms) and ``goal``.
         num_settle_steps: No-op steps (gripper open) run inside ``reset`` and not counted.
     """
 
@@ -136,6 +137,10 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         """Name -> 7-D pose (pos, quat xyzw) of every object a scripted expert may need."""
         raise NotImplementedError
 
+    def _privileged_boxes(self) -> dict[str, np.ndarray]:
+        """Name -> world AABB (6,) for the same names as :meth:`_privileged_poses`."""
+        raise NotImplementedError
+
     def _goal_description(self) -> str:
         """Machine-readable goal for scripted experts (e.g. ``"on bowl_1 plate_1"``)."""
         return ""
@@ -158,6 +163,9 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
             obs_spaces["privileged"] = spaces.Dict(
                 {
                     "poses": spaces.Dict({n: _pose_space() for n in names}),
+                    "boxes": spaces.Dict(
+                        {n: spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32) for n in names}
+                    ),
                     "goal": spaces.Text(
                         max_length=contract.INSTRUCTION_MAX_LENGTH, charset=contract.INSTRUCTION_CHARSET
                     ),
@@ -253,6 +261,7 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         if self.privileged:
             obs["privileged"] = {
                 "poses": {k: v.astype(np.float32) for k, v in sorted(self._privileged_poses().items())},
+                "boxes": {k: v.astype(np.float32) for k, v in sorted(self._privileged_boxes().items())},
                 "goal": self._goal_description(),
             }
         return obs
@@ -272,6 +281,41 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         bid = sim.model.body_name2id(body_name)
         wxyz = sim.data.body_xquat[bid]
         return np.concatenate([sim.data.body_xpos[bid], wxyz[[1, 2, 3, 0]]]).astype(np.float64)
+
+    def body_aabb(self, body_name: str) -> np.ndarray:
+        """World axis-aligned box ``[xmin, ymin, zmin, xmax, ymax, zmax]`` of a body's collision geoms.
+
+        Covers the body and its descendants; scripted experts use it for grasp heights and
+        rims instead of per-object constants.
+        """
+        model = self._sim_env.sim.model._model
+        data = self._sim_env.sim.data._data
+        root = model.body(body_name).id
+        bodies = {root}
+        for b in range(model.nbody):  # bodies are ordered parents-first
+            if model.body_parentid[b] in bodies and b != 0:
+                bodies.add(b)
+        corners = []
+        signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
+        for g in range(model.ngeom):
+            if model.geom_bodyid[g] not in bodies or (model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0):
+                continue
+            center, half = model.geom_aabb[g, :3], model.geom_aabb[g, 3:]
+            local = center + signs * half
+            corners.append(local @ data.geom_xmat[g].reshape(3, 3).T + data.geom_xpos[g])
+        if not corners:
+            p = data.xpos[root]
+            return np.concatenate([p, p])
+        pts = np.concatenate(corners)
+        return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
+
+    def site_aabb(self, site_name: str) -> np.ndarray:
+        """World box of a (box-shaped) region site, from its size; orientation ignored."""
+        model = self._sim_env.sim.model._model
+        sid = model.site(site_name).id
+        pos = self._sim_env.sim.data.get_site_xpos(site_name)
+        half = model.site_size[sid]
+        return np.concatenate([pos - half, pos + half])
 
     def site_pose(self, site_name: str) -> np.ndarray:
         """World pose (pos, quat xyzw) of a MuJoCo site (LIBERO regions are sites)."""

@@ -183,6 +183,14 @@ class LiberoEnv(RobosuiteBackedEnv):
                 poses[name] = self.site_pose(name)
         return poses
 
+    def _privileged_boxes(self) -> dict[str, np.ndarray]:
+        env = self._sim_env
+        boxes = {name: self.body_aabb(env.sim.model.body_id2name(bid)) for name, bid in env.obj_body_id.items()}
+        for name in env.object_sites_dict:
+            with contextlib.suppress(Exception):
+                boxes[name] = self.site_aabb(name)
+        return boxes
+
     def _goal_description(self) -> str:
         goal = self._sim_env.parsed_problem["goal_state"]
         return "; ".join(" ".join(str(x) for x in pred) for pred in goal)

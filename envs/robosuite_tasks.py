@@ -19,55 +19,51 @@ from vla_gym.envs.base import RobosuiteBackedEnv, seeded_global_numpy
 
 @dataclass(frozen=True)
 class RobosuiteTask:
-    """What vla_gym adds to a robosuite task: an instruction, a step limit, expert poses."""
+    """What vla_gym adds to a robosuite task: an instruction, a step limit, expert references."""
 
     env_name: str
     instruction: str
     max_episode_steps: int
-    poses: Callable[["RobosuiteEnv"], dict[str, np.ndarray]]
+    references: Callable[[Any], dict[str, tuple[str, Any]]]
+    """robosuite env -> {name: ("body", body) | ("site", site) | ("point", xyz)} for experts."""
     goal: str
 
 
-def _lift_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
-    return {"cube": env.body_pose(env.sim_env.cube.root_body)}
+def _lift_refs(e: Any) -> dict[str, tuple[str, Any]]:
+    return {"cube": ("body", e.cube.root_body)}
 
 
-def _stack_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
-    e = env.sim_env
-    return {"cubeA": env.body_pose(e.cubeA.root_body), "cubeB": env.body_pose(e.cubeB.root_body)}
+def _stack_refs(e: Any) -> dict[str, tuple[str, Any]]:
+    return {"cubeA": ("body", e.cubeA.root_body), "cubeB": ("body", e.cubeB.root_body)}
 
 
-def _pick_place_can_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
-    e = env.sim_env
-    can = e.objects[e.object_to_id["can"]]
-    target = np.concatenate([e.target_bin_placements[e.object_to_id["can"]], [0.0, 0.0, 0.0, 1.0]])
-    return {"can": env.body_pose(can.root_body), "can_bin": target}
+def _pick_place_can_refs(e: Any) -> dict[str, tuple[str, Any]]:
+    can_id = e.object_to_id["can"]
+    return {"can": ("body", e.objects[can_id].root_body), "can_bin": ("point", e.target_bin_placements[can_id])}
 
 
-def _nut_assembly_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
-    e = env.sim_env
+def _nut_assembly_refs(e: Any) -> dict[str, tuple[str, Any]]:
     nut = e.nuts[e.nut_to_id["square"]]
     return {
-        "square_nut": env.body_pose(nut.root_body),
-        "square_nut_handle": env.site_pose(nut.important_sites["handle"]),
-        "square_peg": env.body_pose(e.sim.model.body_id2name(e.peg1_body_id)),
+        "square_nut": ("body", nut.root_body),
+        "square_nut_handle": ("site", nut.important_sites["handle"]),
+        "square_peg": ("body", e.sim.model.body_id2name(e.peg1_body_id)),
     }
 
 
-def _door_poses(env: "RobosuiteEnv") -> dict[str, np.ndarray]:
-    e = env.sim_env
-    return {"door": env.body_pose(e.door.root_body), "handle": env.site_pose(e.door.important_sites["handle"])}
+def _door_refs(e: Any) -> dict[str, tuple[str, Any]]:
+    return {"door": ("body", e.door.root_body), "handle": ("site", e.door.important_sites["handle"])}
 
 
 TASKS: dict[str, RobosuiteTask] = {
-    "Lift": RobosuiteTask("Lift", "pick up the red cube", 300, _lift_poses, "lift cube"),
-    "Stack": RobosuiteTask("Stack", "stack the red cube on top of the green cube", 400, _stack_poses,
+    "Lift": RobosuiteTask("Lift", "pick up the red cube", 300, _lift_refs, "lift cube"),
+    "Stack": RobosuiteTask("Stack", "stack the red cube on top of the green cube", 400, _stack_refs,
                            "on cubeA cubeB"),
     "PickPlaceCan": RobosuiteTask("PickPlaceCan", "pick up the can and place it in its bin", 400,
-                                  _pick_place_can_poses, "in can can_bin"),
+                                  _pick_place_can_refs, "in can can_bin"),
     "NutAssemblySquare": RobosuiteTask("NutAssemblySquare", "fit the square nut onto the square peg", 500,
-                                       _nut_assembly_poses, "on square_nut square_peg"),
-    "Door": RobosuiteTask("Door", "open the door", 300, _door_poses, "open door"),
+                                       _nut_assembly_refs, "on square_nut square_peg"),
+    "Door": RobosuiteTask("Door", "open the door", 300, _door_refs, "open door"),
 }
 
 
@@ -132,8 +128,29 @@ class RobosuiteEnv(RobosuiteBackedEnv):
         return {**super()._info(success), "suite": self.suite_name, "task": self.task_name,
                 "task_index": self.task_index, "init_state_id": None}
 
+    def _references(self) -> dict[str, tuple[str, Any]]:
+        return self.spec_task.references(self._sim_env)
+
     def _privileged_poses(self) -> dict[str, np.ndarray]:
-        return self.spec_task.poses(self)
+        poses = {}
+        for name, (kind, ref) in self._references().items():
+            if kind == "body":
+                poses[name] = self.body_pose(ref)
+            elif kind == "site":
+                poses[name] = self.site_pose(ref)
+            else:
+                poses[name] = np.concatenate([np.asarray(ref, dtype=np.float64), [0.0, 0.0, 0.0, 1.0]])
+        return poses
+
+    def _privileged_boxes(self) -> dict[str, np.ndarray]:
+        boxes = {}
+        for name, (kind, ref) in self._references().items():
+            if kind == "body":
+                boxes[name] = self.body_aabb(ref)
+            else:
+                p = self.site_pose(ref)[:3] if kind == "site" else np.asarray(ref, dtype=np.float64)
+                boxes[name] = np.concatenate([p, p])
+        return boxes
 
     def _goal_description(self) -> str:
         return self.spec_task.goal

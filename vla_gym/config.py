@@ -1,0 +1,134 @@
+"""Typed schema of the rollout config and early validation of command-line overrides.
+
+Hydra type-checks YAML merged onto these dataclasses (``conf/rollout.yaml`` lists
+``rollout_schema`` first in its defaults), so ``episodes_per_task=two`` fails at once.
+:func:`check_overrides` adds what Hydra's own message lacks for a misspelt key: the list of
+valid keys and the closest match.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class EnvConfig:
+    """Which env: a registered Gymnasium id and its family (``libero`` or ``robosuite``)."""
+
+    id: str = "vla_gym/libero_spatial"
+    kind: str = "libero"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``gymnasium.make`` (e.g. ``render_size``)."""
+
+
+@dataclass
+class ChunkConfig:
+    """How action chunks are executed (see :mod:`vla_gym.chunking`)."""
+
+    mode: Optional[str] = None
+    """``open_loop`` or ``temporal_ensemble``; null = the policy config's ``chunk_mode``."""
+    replan_steps: Optional[int] = None
+    k: float = 0.01
+
+
+@dataclass
+class VideoConfig:
+    """Per-episode videos: policy views beside a third-person view, instruction on top."""
+
+    enabled: bool = True
+    fps: int = 20
+    size: int = 256
+    max_per_task: int = 10
+    camera: str = "agentview"
+
+
+@dataclass
+class PerturbationConfig:
+    """A named perturbation: Gymnasium wrappers (``_target_`` nodes) applied to the env."""
+
+    name: str = "none"
+    strength: float = 0.0
+    wrappers: list[Any] = field(default_factory=list)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RolloutConfig:
+    """Top level of ``conf/rollout.yaml``; each field is documented there."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: Any = None
+    quantization: Any = None
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    tasks: Any = None
+    episodes_per_task: int = 2
+    init_state_ids: Optional[list[int]] = None
+    seed: int = 7
+    max_steps: Optional[int] = None
+    image_size: Optional[int] = None
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    output_dir: str = "rollouts/latest"
+
+
+def register_configs() -> None:
+    """Store the schema in Hydra's ConfigStore (idempotent)."""
+    ConfigStore.instance().store(name="rollout_schema", node=RolloutConfig)
+
+
+CONFIG_MODULE = "vla_gym.conf"
+GROUPS = ("env", "policy", "quantization", "perturbation", "experiment", "hydra/launcher")
+
+
+def _keys(cfg: Any, prefix: str = "") -> list[str]:
+    if not isinstance(cfg, DictConfig):
+        return []
+    out = []
+    for k in cfg.keys():
+        path = f"{prefix}{k}"
+        out.append(path)
+        out.extend(_keys(cfg._get_node(k), path + "."))  # no interpolation resolution
+    return out
+
+
+def check_overrides(overrides: list[str], config_name: str = "rollout") -> None:
+    """Fail fast, naming valid keys, when an override sets a key the config does not have.
+
+    Group choices (``policy=openvla``) are left to Hydra, which lists the available options.
+    Raises ``SystemExit`` with the message for the command-line entry point.
+    """
+    from hydra import compose, initialize_config_module
+
+    plain = []
+    group_choices = []
+    for o in overrides:
+        if "=" not in o or o.startswith(("+", "~", "hydra.", "hydra/")):
+            continue
+        key = o.split("=", 1)[0].lstrip("+")
+        (group_choices if key in GROUPS else plain).append((key, o))
+    if not plain:
+        return
+    register_configs()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        try:
+            cfg = compose(config_name, overrides=[o for _, o in group_choices])
+        except Exception:  # a bad group choice: let Hydra report it with its options
+            return
+    valid = [k for k in _keys(cfg) if not k.startswith("hydra")]
+    for key, _ in plain:
+        if key in valid or OmegaConf.select(cfg, key, default="__missing__") != "__missing__":
+            continue
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        siblings = sorted(k for k in valid if (k.rsplit(".", 1)[0] if "." in k else "") == parent)
+        hint = difflib.get_close_matches(key, valid, n=1)
+        raise SystemExit(
+            f"error: unknown config key {key!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+            + f"\nvalid keys{' under ' + repr(parent) if parent else ''}: {', '.join(siblings)}"
+            + "\n(to add a new key on purpose, prefix it with '+')"
+        )

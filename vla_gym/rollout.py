@@ -1,0 +1,316 @@
+"""``python -m vla_gym.rollout``: evaluate a policy on env tasks, with videos and results.
+
+Composed by Hydra from ``conf/`` (env x policy x quantization x perturbation). For every
+task and episode: reset the env and the policy together, execute action chunks through
+:mod:`vla_gym.chunking` until success or the step limit, then append the episode to
+``episodes.jsonl``, rewrite ``results.json`` atomically and write the episode's video.
+
+Re-running into the same output directory resumes: finished episodes are skipped. A crash
+inside one episode (e.g. MuJoCo instability) is recorded as that episode's ``error`` and the
+run goes on with a fresh env.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from vla_gym.chunking import make_executor
+from vla_gym.config import CONFIG_MODULE, check_overrides, register_configs
+from vla_gym.policy import Policy
+from vla_gym.results import (
+    EpisodeRecord,
+    aggregate,
+    append_record,
+    atomic_write_json,
+    atomic_write_text,
+    load_records,
+)
+
+log = logging.getLogger("vla_gym.rollout")
+
+EPISODES_FILE = "episodes.jsonl"
+RESULTS_FILE = "results.json"
+RUN_FILE = "run.json"
+CHUNK_KEYS = ("replan_steps", "chunk_mode")
+"""Keys a policy YAML may carry as defaults for chunk execution; not passed to the policy."""
+
+
+# ---------------------------------------------------------------------------- building
+def build_policy(policy_cfg: DictConfig, quantization_cfg: Any) -> tuple[Policy, dict[str, Any]]:
+    """Instantiate the policy; pass the quantization config to loaders that accept it."""
+    from hydra.utils import get_method, instantiate
+
+    cfg = OmegaConf.to_container(policy_cfg, resolve=True)
+    chunk_defaults = {k: cfg.pop(k) for k in CHUNK_KEYS if k in cfg}
+    q = OmegaConf.to_container(quantization_cfg, resolve=True) if quantization_cfg is not None else None
+    q_name = (q or {}).get("name", "none")
+    target = cfg.get("_target_")
+    if not target:
+        raise ValueError("the policy config has no _target_; pick one with policy=<name> (see conf/policy/)")
+    params = inspect.signature(get_method(target)).parameters
+    if "quantization" in params:
+        cfg["quantization"] = q
+    elif q_name != "none":
+        raise ValueError(
+            f"quantization={q_name} applies to torch policies only; {target} does not load weights. "
+            "Use quantization=none with this policy."
+        )
+    policy = instantiate(cfg)
+    if not isinstance(policy, Policy):
+        raise TypeError(f"{target} built a {type(policy).__name__}, not a vla_gym.policy.Policy")
+    return policy, chunk_defaults
+
+
+def resolve_tasks(cfg: DictConfig) -> list[int]:
+    """Task indices to run, from ``tasks`` (null, index, name, list or "all")."""
+    if cfg.env.kind == "robosuite":
+        if cfg.tasks not in (None, 0, "all") and list(cfg.tasks) != [0]:
+            raise ValueError(f"{cfg.env.id} is a single robosuite task; use tasks=[0] (got {cfg.tasks})")
+        return [0]
+    from vla_gym.envs.libero import resolve_task, task_names
+
+    suite = cfg.env.id.split("/", 1)[1]
+    spec = cfg.tasks
+    if spec is None or spec == "all":
+        return list(range(len(task_names(suite))))
+    items = list(spec) if isinstance(spec, (list, tuple)) or OmegaConf.is_list(spec) else [spec]
+    return [resolve_task(suite, t) for t in items]
+
+
+def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: bool):
+    """Build the env the policy needs: its cameras at its size, video view, perturbations."""
+    import gymnasium as gym
+    from hydra.utils import instantiate
+
+    inputs = policy.inputs
+    kwargs: dict[str, Any] = dict(
+        cameras=tuple(inputs.cameras),
+        image_size=int(cfg.image_size or inputs.image_size),
+        privileged=inputs.uses_privileged,
+        render_mode="rgb_array" if record_video else None,
+        render_camera=cfg.video.camera,
+        render_size=int(cfg.video.size),
+    )
+    if cfg.env.kind == "libero":
+        kwargs["task"] = task_index
+    if cfg.max_steps is not None:
+        kwargs["max_episode_steps"] = int(cfg.max_steps)
+    kwargs.update(OmegaConf.to_container(cfg.env.kwargs, resolve=True))
+    kwargs.update(OmegaConf.to_container(cfg.perturbation.env_kwargs, resolve=True))
+    env = gym.make(cfg.env.id, **kwargs)
+    for wrapper_cfg in cfg.perturbation.wrappers:
+        env = instantiate(wrapper_cfg, env=env)
+    return env
+
+
+# ---------------------------------------------------------------------------- episodes
+def run_episode(env, executor, *, seed: int, init_state_id: int | None, record_video: bool,
+                video_size: int, cameras: tuple[str, ...]) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Run one episode; return its measurements and (if recording) the video frames."""
+    from vla_gym.video import compose_frame
+
+    options = {"init_state_id": init_state_id} if init_state_id is not None else None
+    obs, info = env.reset(seed=seed, options=options)
+    executor.reset(seed=seed)
+    instruction = obs["instruction"]
+    frames: list[np.ndarray] = []
+    latencies: list[float] = []
+    steps, total_reward, success = 0, 0.0, bool(info.get("is_success", False))
+
+    def snapshot(status: str) -> None:
+        if record_video:
+            panels = [obs["images"][c] for c in cameras] + [env.render()]
+            frames.append(compose_frame(panels, instruction, video_size, footer=status))
+
+    snapshot("t=0")
+    terminated = truncated = success
+    while not (terminated or truncated):
+        queries = executor.num_queries
+        t0 = time.perf_counter()
+        action = executor.step(obs)
+        dt = time.perf_counter() - t0
+        if executor.num_queries > queries:
+            latencies.append(1000.0 * dt)
+        obs, reward, terminated, truncated, info = env.step(action)
+        steps += 1
+        total_reward += float(reward)
+        success = bool(info.get("is_success", False))
+        snapshot(f"t={steps}" + (" SUCCESS" if success else ""))
+    lat = np.asarray(latencies) if latencies else np.zeros(1)
+    result = dict(
+        instruction=instruction, success=success, steps=steps, sum_reward=total_reward,
+        latency_ms_mean=float(lat.mean()), latency_ms_p95=float(np.percentile(lat, 95)),
+        policy_queries=len(latencies), init_state_id=info.get("init_state_id", init_state_id),
+    )
+    return result, frames
+
+
+def _config_fingerprint(cfg: DictConfig) -> str:
+    """Hash of everything that changes episode outcomes (not output paths or video options)."""
+    keys = ("env", "policy", "quantization", "perturbation", "seed", "max_steps", "image_size", "chunk")
+    blob = json.dumps({k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                       for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_resume(out: Path, fingerprint: str) -> None:
+    run_file = out / RUN_FILE
+    if run_file.exists():
+        previous = json.loads(run_file.read_text()).get("config_fingerprint")
+        if previous != fingerprint:
+            raise SystemExit(
+                f"error: {out} already holds a run with a different config (fingerprint {previous} != "
+                f"{fingerprint}); resuming would mix results. Choose another output dir "
+                "(hydra.run.dir=...) or delete that one."
+            )
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """A plain-text table of per-task and overall success rates."""
+    rows = [("task", "success", "rate", "95% CI", "mean steps")]
+    for name, s in results["per_task"].items():
+        rows.append((name[-60:], f"{s['successes']}/{s['episodes']}", f"{s['pc_success']:.1f}%",
+                     f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]", f"{s['mean_steps']:.0f}"))
+    o = results["overall"]
+    rows.append(("overall", f"{o['successes']}/{o['episodes']}", f"{o['pc_success']:.1f}%",
+                 f"[{100 * o['ci95'][0]:.1f}, {100 * o['ci95'][1]:.1f}]", f"{o['mean_steps']:.0f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any]:
+    """Evaluate ``cfg.policy`` on ``cfg.env``; return the aggregated results.
+
+    ``choices`` are Hydra's config-group choices (``policy: openvla``), used to name things.
+    """
+    from tqdm import tqdm
+
+    from vla_gym.video import write_video
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = _config_fingerprint(cfg)
+    _check_resume(out, fingerprint)
+    atomic_write_json(out / RUN_FILE, {"config_fingerprint": fingerprint})
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    policy, chunk_defaults = build_policy(cfg.policy, cfg.quantization)
+    mode = cfg.chunk.mode or chunk_defaults.get("chunk_mode", "open_loop")
+    replan = cfg.chunk.replan_steps if cfg.chunk.replan_steps is not None else chunk_defaults.get("replan_steps")
+    executor = make_executor(policy, mode, replan, cfg.chunk.k)
+    policy_info = asdict(policy.info())
+    policy_name = (choices or {}).get("policy") or policy_info["name"]
+    tasks = resolve_tasks(cfg)
+    n_eps = int(cfg.episodes_per_task)
+    if n_eps < 1:
+        raise ValueError(f"episodes_per_task must be >= 1, got {n_eps}")
+    init_ids = list(cfg.init_state_ids) if cfg.init_state_ids is not None else None
+    if init_ids is not None and len(init_ids) < n_eps:
+        raise ValueError(f"init_state_ids has {len(init_ids)} ids for {n_eps} episodes per task")
+
+    meta = {
+        "env": cfg.env.id, "policy": policy_name, "quantization": (cfg.quantization or {}).get("name", "none"),
+        "perturbation": cfg.perturbation.name, "perturbation_strength": float(cfg.perturbation.strength),
+        "seed": int(cfg.seed), "config_fingerprint": fingerprint, "policy_info": policy_info,
+        "chunk": {"mode": mode, "replan_steps": replan, "k": cfg.chunk.k},
+    }
+    records = load_records(out / EPISODES_FILE)
+    done = {r.key for r in records}
+    total = len(tasks) * n_eps
+    bar = tqdm(total=total, initial=sum(1 for r in records), desc="episodes", unit="ep", dynamic_ncols=True)
+    try:
+        for task_index in tasks:
+            todo = [e for e in range(n_eps)]
+            env = None
+            for ep in todo:
+                suite = cfg.env.id.split("/", 1)[1] if cfg.env.kind == "libero" else "robosuite"
+                if (suite, task_index, ep) in done:
+                    continue
+                record_video = bool(cfg.video.enabled) and ep < int(cfg.video.max_per_task)
+                seed = int(cfg.seed) + ep
+                init_id = (init_ids[ep] if init_ids else ep) if cfg.env.kind == "libero" else None
+                t0 = time.perf_counter()
+                error, frames, res = None, [], {}
+                try:
+                    if env is None:
+                        env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled))
+                    res, frames = run_episode(env, executor, seed=seed, init_state_id=init_id,
+                                              record_video=record_video, video_size=int(cfg.video.size),
+                                              cameras=tuple(policy.inputs.cameras))
+                except Exception as e:  # noqa: BLE001 - one broken episode must not end the run
+                    error = f"{type(e).__name__}: {e}"
+                    log.error("episode %d of task %d failed:\n%s", ep, task_index, traceback.format_exc())
+                    if env is not None:
+                        env.close()
+                    env = None  # a crashed simulator is rebuilt for the next episode
+                base = env.unwrapped if env is not None else None
+                task_name = getattr(base, "task_name", str(task_index)) if base else str(task_index)
+                video_rel = None
+                if frames:
+                    outcome = "success" if res.get("success") else "failure"
+                    video_rel = f"videos/{task_name}/ep{ep:03d}_{outcome}.mp4"
+                    write_video(out / video_rel, frames, fps=int(cfg.video.fps))
+                record = EpisodeRecord(
+                    suite=suite, task=task_name, task_index=task_index,
+                    init_state_id=res.get("init_state_id", init_id), episode_index=ep, seed=seed,
+                    instruction=res.get("instruction", getattr(base, "instruction", "")),
+                    success=bool(res.get("success", False)), steps=int(res.get("steps", 0)),
+                    sum_reward=float(res.get("sum_reward", 0.0)), wall_s=time.perf_counter() - t0,
+                    latency_ms_mean=res.get("latency_ms_mean", 0.0), latency_ms_p95=res.get("latency_ms_p95", 0.0),
+                    policy_queries=res.get("policy_queries", 0), video=video_rel, error=error,
+                    policy=policy_name, perturbation=cfg.perturbation.name,
+                    perturbation_strength=float(cfg.perturbation.strength),
+                )
+                append_record(out / EPISODES_FILE, record)
+                records.append(record)
+                atomic_write_json(out / RESULTS_FILE, aggregate(records, meta))
+                bar.update(1)
+                bar.set_postfix(success=f"{sum(r.success for r in records)}/{len(records)}")
+            if env is not None:
+                env.close()
+    finally:
+        bar.close()
+        policy.close()
+    results = aggregate(records, meta)
+    atomic_write_json(out / RESULTS_FILE, results)
+    return results
+
+
+# ---------------------------------------------------------------------------- entry point
+def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = dict(HydraConfig.get().runtime.choices)
+    results = run(cfg, choices)
+    print(f"\n{cfg.env.id} x {choices.get('policy')}  ->  {cfg.output_dir}")
+    print(format_summary(results))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: validate overrides, then hand over to Hydra."""
+    import hydra
+
+    argv = sys.argv[1:] if argv is None else argv
+    logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
+    check_overrides([a for a in argv if not a.startswith("-")])
+    register_configs()
+    sys.argv = [sys.argv[0], *argv]
+    hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="rollout", version_base="1.3")(_hydra_main)()
+
+
+if __name__ == "__main__":
+    main()
