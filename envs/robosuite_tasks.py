@@ -119,7 +119,12 @@ class RobosuiteEnv(RobosuiteBackedEnv):
 
     def _reset_sim(self, seed: int | None, options: dict[str, Any]) -> dict[str, np.ndarray]:
         with seeded_global_numpy(seed):
-            return self._sim_env.reset()
+            obs = self._sim_env.reset()
+        # A soft reset keeps the gripper model's integrated command from the last episode;
+        # zero it as a fresh model (hard reset) would, so equal seeds give equal trajectories.
+        for robot in self._sim_env.robots:
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+        return obs
 
     def _is_success(self) -> bool:
         return bool(self._sim_env._check_success())

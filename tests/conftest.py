@@ -1,0 +1,25 @@
+"""Shared test set-up: headless EGL rendering and a private LIBERO config dir."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+os.environ.setdefault("LIBERO_CONFIG_PATH", tempfile.mkdtemp(prefix="vla_gym_libero_cfg_"))
+
+import pytest  # noqa: E402
+
+import vla_gym  # noqa: E402,F401  (registers env ids)
+
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes running vla_gym commands."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
