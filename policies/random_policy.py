@@ -14,11 +14,13 @@ class RandomPolicy(Policy):
         chunk_size: Length T of each returned chunk.
         scale: Half-width of the uniform distribution (1.0 = the full action box).
         seed: Seed used until the runner reseeds at each episode.
+        cameras: Cameras to request anyway (ignored by the policy): measures rendering cost
+            and shows the views in videos, as a camera-based policy would.
+        image_size: Side of those camera images.
     """
 
-    inputs = PolicyInputs(cameras=())
-
-    def __init__(self, chunk_size: int = 1, scale: float = 1.0, seed: int = 0, action_dim: int = 7) -> None:
+    def __init__(self, chunk_size: int = 1, scale: float = 1.0, seed: int = 0, action_dim: int = 7,
+                 cameras: tuple[str, ...] | list[str] = (), image_size: int = 224) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if not 0 < scale <= 1:
@@ -27,6 +29,7 @@ class RandomPolicy(Policy):
         self.scale = scale
         self.action_dim = action_dim
         self._rng = np.random.default_rng(seed)
+        self.inputs = PolicyInputs(cameras=tuple(cameras), image_size=image_size)
 
     def reset(self, *, seed: int | None = None) -> None:
         if seed is not None:

@@ -124,7 +124,7 @@ def check_overrides(overrides: list[str], config_name: str = "rollout") -> None:
         if key in valid or OmegaConf.select(cfg, key, default="__missing__") != "__missing__":
             continue
         parent = key.rsplit(".", 1)[0] if "." in key else ""
-        siblings = sorted(k for k in valid if (k.rsplit(".", 1)[0] if "." in k else "") == parent)
+        siblings = sorted(k.rsplit(".", 1)[-1] for k in valid if (k.rsplit(".", 1)[0] if "." in k else "") == parent)
         hint = difflib.get_close_matches(key, valid, n=1)
         raise SystemExit(
             f"error: unknown config key {key!r}"
