@@ -125,9 +125,18 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def append_record(path: str | os.PathLike, record: EpisodeRecord) -> None:
-    """Append one episode to ``episodes.jsonl`` and fsync it."""
+    """Append one episode to ``episodes.jsonl`` and fsync it.
+
+    If a crash left a torn last line, start on a fresh line so this record stays readable.
+    """
+    path = Path(path)
+    torn = False
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
     with open(path, "a") as f:
-        f.write(json.dumps(asdict(record)) + "\n")
+        f.write(("\n" if torn else "") + json.dumps(asdict(record)) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
