@@ -7,8 +7,6 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import PYTHON
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +48,6 @@ def test_code_never_imports_top_level_envs_or_policies():
     assert not offenders, offenders
 
 
-@pytest.mark.slow
 def test_wheel_ships_envs_policies_and_conf(tmp_path):
     proc = subprocess.run([PYTHON, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
                           capture_output=True, text=True, timeout=600)
