@@ -19,4 +19,7 @@ from vla_gym import envs  # noqa: E402  (registers the env ids)
 __version__ = "0.1.0"
 __all__ = ["envs", "__version__"]
 
+# robosuite warns about a missing private macro file and PyOpenGL logs at INFO on import;
+# neither is actionable for users of vla_gym.
 logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
+logging.getLogger("OpenGL").setLevel(logging.WARNING)
