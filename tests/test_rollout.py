@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import PYTHON
 from vla_gym.results import load_records
 
-LIFT = ["env=robosuite_lift", "tasks=[0]"]
+LIFT = ["env=robosuite_lift"]
 
 
 def rollout(args: list[str], env: dict[str, str], timeout: int = 300, check: bool = True):
@@ -143,3 +143,13 @@ def test_multirun_gives_one_result_set_per_job_and_merge_tables_them(tmp_path, s
     assert "2 runs" in merged.stdout and "scripted" in merged.stdout and "random" in merged.stdout
     rows = (tmp_path / "m.csv").read_text().splitlines()
     assert len(rows) == 3  # header + one row per policy
+
+
+def test_multirun_on_the_submitit_launcher(tmp_path, subprocess_env):
+    """The Slurm path's launcher, run with submitit's local executor (same plugin, no cluster)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    rollout(["-m", "hydra/launcher=submitit_local", *LIFT, "policy=scripted,random", "episodes_per_task=1",
+             "max_steps=40", "video.enabled=false", f"hydra.sweep.dir={sweep}"], subprocess_env, timeout=400)
+    results = sorted(sweep.glob("*/results.json"))
+    assert {json.loads(p.read_text())["meta"]["policy"] for p in results} == {"scripted", "random"}

@@ -75,9 +75,7 @@ def build_policy(policy_cfg: DictConfig, quantization_cfg: Any) -> tuple[Policy,
 
 def resolve_tasks(cfg: DictConfig) -> list[int]:
     """Task indices to run, from ``tasks`` (null, index, name, list or "all")."""
-    if cfg.env.kind == "robosuite":
-        if cfg.tasks not in (None, 0, "all") and list(cfg.tasks) != [0]:
-            raise ValueError(f"{cfg.env.id} is a single robosuite task; use tasks=[0] (got {cfg.tasks})")
+    if cfg.env.kind == "robosuite":  # one task per env id: `tasks` selects within LIBERO suites only
         return [0]
     from vla_gym.envs.libero import resolve_task, task_names
 
