@@ -12,7 +12,7 @@ import atexit
 import contextlib
 import gc
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -113,6 +113,9 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         self._raw_obs: dict[str, np.ndarray] = {}
         self._frames: dict[tuple[str, int], np.ndarray] = {}
         self._closed = False
+        self._reset_hooks: list[Callable[[RobosuiteBackedEnv, int], None]] = []
+        self.episode_seed: int | None = None
+        """Simulator seed of the current episode (derived from ``np_random`` on unseeded resets)."""
 
         self._sim_env = self._build_sim()
         _LIVE_ENVS.add(self)
@@ -182,6 +185,29 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
                 raise ValueError(f"unknown camera {cam!r}; valid cameras for this scene: {valid}")
 
     # ----------------------------------------------------------------- gym API
+    def add_reset_hook(self, hook: Callable[[RobosuiteBackedEnv, int], None]) -> None:
+        """Call ``hook(env, seed)`` on every reset, after the sim reset and before the settle steps.
+
+        For perturbations that edit the MuJoCo model or the initial state: LIBERO rebuilds its
+        model on each reset, so such edits must be re-applied every episode, and edits to the
+        initial state must land before objects settle. Hooks run in the order they were added.
+        """
+        self._reset_hooks.append(hook)
+
+    def _refresh_after_hooks(self) -> None:
+        """Propagate reset-hook edits (qpos, camera/light poses) into ``sim.data`` and the raw obs.
+
+        robosuite's observables advance their sampling clock on every forced update; the clocks
+        are put back so an edited episode samples observations at the same physics sub-steps as
+        an unedited one (otherwise a no-op hook would shift the reported state slightly).
+        """
+        sim_env = self._sim_env
+        sim_env.sim.forward()
+        clocks = {name: obs._time_since_last_sample for name, obs in sim_env._observables.items()}
+        self._raw_obs = sim_env._get_observations(force_update=True)
+        for name, obs in sim_env._observables.items():
+            obs._time_since_last_sample = clocks[name]
+
     @property
     def sim_env(self) -> Any:
         """The underlying robosuite environment (for perturbations and experts)."""
@@ -196,7 +222,12 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         if seed is None:
             # derive the simulator's seed from our RNG so unseeded resets still differ
             seed = int(self.np_random.integers(2**31))
+        self.episode_seed = seed
         self._raw_obs = self._reset_sim(seed, options)
+        if self._reset_hooks:
+            for hook in self._reset_hooks:
+                hook(self, seed)
+            self._refresh_after_hooks()
         for _ in range(self.num_settle_steps):
             self._raw_obs, _, _, _ = self._sim_env.step(contract.SETTLE_ACTION.astype(np.float64))
         self._frames.clear()

@@ -103,19 +103,22 @@ class RobosuiteEnv(RobosuiteBackedEnv):
         import robosuite
         from robosuite import load_controller_config
 
-        return robosuite.make(
-            self.spec_task.env_name,
-            robots="Panda",
-            controller_configs=load_controller_config(default_controller="OSC_POSE"),
-            has_renderer=False,
-            has_offscreen_renderer=True,
-            use_camera_obs=False,
-            control_freq=20,
-            horizon=100_000,
-            ignore_done=True,
-            reward_shaping=False,
-            hard_reset=False,
-        )
+        # robosuite draws some model properties (Lift's cube size) from global NumPy when the
+        # env is built: a fixed seed makes every build of a task the same scene.
+        with seeded_global_numpy(0):
+            return robosuite.make(
+                self.spec_task.env_name,
+                robots="Panda",
+                controller_configs=load_controller_config(default_controller="OSC_POSE"),
+                has_renderer=False,
+                has_offscreen_renderer=True,
+                use_camera_obs=False,
+                control_freq=20,
+                horizon=100_000,
+                ignore_done=True,
+                reward_shaping=False,
+                hard_reset=False,
+            )
 
     def _reset_sim(self, seed: int | None, options: dict[str, Any]) -> dict[str, np.ndarray]:
         with seeded_global_numpy(seed):
