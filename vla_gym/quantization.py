@@ -45,8 +45,14 @@ class QuantizationError(ValueError):
 def _dtype(name: str) -> torch.dtype:
     import torch
 
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    table = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
     if name not in table:
         raise QuantizationError(f"quantization dtype {name!r} unknown; use one of fp32, fp16, bf16")
     return table[name]
@@ -94,12 +100,42 @@ def apply_quantization(
     dev = torch.device(device)
     if name not in NAMES:
         raise QuantizationError(f"quantization {name!r} unknown; choose one of {list(NAMES)}")
-    if name == "none":
-        model.to(dev)
-        return name
-    if name in ("fp32", "fp16", "bf16"):
-        model.to(device=dev, dtype=_dtype(name))
-        return name
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise QuantizationError(f"device {dev} requested but CUDA is not available")
+    kept = _non_persistent_buffers(model)
+    try:
+        if name == "none":
+            model.to(dev)
+        elif name in ("fp32", "fp16", "bf16"):
+            model.to(device=dev, dtype=_dtype(name))
+        else:
+            _weight_only(model, name, node, dev)
+    finally:
+        _restore_buffers(model, kept, dev)
+    return name
+
+
+def _non_persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Derived constants (e.g. rotary ``inv_freq``, float32 in every reference) that casts must not touch."""
+    out = {}
+    for mod_name, module in model.named_modules():
+        for buf_name in getattr(module, "_non_persistent_buffers_set", ()):
+            buf = module._buffers.get(buf_name)
+            if buf is not None:
+                out[f"{mod_name}.{buf_name}" if mod_name else buf_name] = buf
+    return out
+
+
+def _restore_buffers(model: nn.Module, kept: dict[str, torch.Tensor], dev: torch.device) -> None:
+    for full, buf in kept.items():
+        mod_name, _, buf_name = full.rpartition(".")
+        module = model.get_submodule(mod_name) if mod_name else model
+        module._buffers[buf_name] = buf.to(dev)
+
+
+def _weight_only(model: nn.Module, name: str, node: Mapping[str, Any], dev: torch.device) -> None:
+
+    import torch
 
     compute = _dtype(str(node.get("dtype", "bf16")))
     skip = list(node.get("skip_modules", DEFAULT_SKIP))
@@ -114,13 +150,14 @@ def apply_quantization(
     elif backend == "bitsandbytes":
         if dev.type != "cuda":
             raise QuantizationError(
-                f"{name} with backend=bitsandbytes needs a CUDA device (got {dev}); on CPU use backend=quanto "
+                f"{name} with backend=bitsandbytes needs a CUDA device (got {dev}); "
+                "on CPU use backend=quanto "
                 "(or backend=auto)"
             )
         _bitsandbytes(model, name, compute, dev, targets, node)
     else:
         raise QuantizationError(f"quantization backend {backend!r} unknown; use auto, quanto or bitsandbytes")
-    return name
+    del torch
 
 
 def _quanto(model: nn.Module, name: str, compute: torch.dtype, dev: torch.device, targets: list[str]) -> None:
@@ -144,7 +181,12 @@ def _quanto(model: nn.Module, name: str, compute: torch.dtype, dev: torch.device
 
 
 def _bitsandbytes(
-    model: nn.Module, name: str, compute: torch.dtype, dev: torch.device, targets: list[str], node: Mapping[str, Any]
+    model: nn.Module,
+    name: str,
+    compute: torch.dtype,
+    dev: torch.device,
+    targets: list[str],
+    node: Mapping[str, Any],
 ) -> None:
     try:
         import bitsandbytes as bnb
@@ -159,14 +201,25 @@ def _bitsandbytes(
         old = getattr(parent, child)
         bias = old.bias is not None
         if name == "int8":
-            new = bnb.nn.Linear8bitLt(old.in_features, old.out_features, bias=bias, has_fp16_weights=False,
-                                      threshold=float(node.get("llm_int8_threshold", 6.0)))
+            new = bnb.nn.Linear8bitLt(
+                old.in_features,
+                old.out_features,
+                bias=bias,
+                has_fp16_weights=False,
+                threshold=float(node.get("llm_int8_threshold", 6.0)),
+            )
             new.weight = bnb.nn.Int8Params(old.weight.data, requires_grad=False, has_fp16_weights=False)
         else:
-            new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=bias, compute_dtype=compute,
-                                    quant_type=str(node.get("bnb_4bit_quant_type", "fp4")))
-            new.weight = bnb.nn.Params4bit(old.weight.data, requires_grad=False,
-                                           quant_type=str(node.get("bnb_4bit_quant_type", "fp4")))
+            new = bnb.nn.Linear4bit(
+                old.in_features,
+                old.out_features,
+                bias=bias,
+                compute_dtype=compute,
+                quant_type=str(node.get("bnb_4bit_quant_type", "fp4")),
+            )
+            new.weight = bnb.nn.Params4bit(
+                old.weight.data, requires_grad=False, quant_type=str(node.get("bnb_4bit_quant_type", "fp4"))
+            )
         if bias:
             new.bias = old.bias
         setattr(parent, child, new)

@@ -1,0 +1,172 @@
+"""act() latency of the OpenVLA / OpenVLA-OFT adapters split into preprocessing, model, post-processing.
+
+Usage::
+
+    python benchmarks/policy_latency.py                         # both tiny policies
+    python benchmarks/policy_latency.py --policy openvla --checkpoint DIR --quantization int8
+    python benchmarks/policy_latency.py --pixels                # + fast vs reference pixels in LIBERO
+
+"Adapter overhead" is everything outside the network (image path, tokenisation, decoding);
+the issue's budget is 5 ms per call. The per-stage table breaks the image path down
+(orientation, JPEG round trip, lanczos resize, center crop, normalisation) per camera.
+``--pixels`` renders the same LIBERO init state at 256 (reference: then lanczos to 224) and at
+224 (fast path: no resize), and prints how far apart the model inputs are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def timeit(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(median, min) wall time of ``fn`` in ms; min is the contention-free estimate on a shared CPU."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t))
+    return statistics.median(times), min(times)
+
+
+def stage_table(pol, frame: np.ndarray, repeats: int) -> None:
+    """Per-stage cost of the reference image path for one camera, and of the prompt."""
+    from vla_gym.policies.openvla import images
+
+    oriented = images.reference_orientation(frame)
+    jpeg = images.jpeg_roundtrip(oriented)
+    resized = images.tf_lanczos3_resize(jpeg, 224)
+    cropped = images.tf_center_crop_resize(resized)
+    stages = [
+        ("orientation (mirror)", lambda: images.reference_orientation(frame)),
+        ("jpeg round trip", lambda: images.jpeg_roundtrip(oriented)),
+        (f"lanczos3 {frame.shape[0]}->224", lambda: images.tf_lanczos3_resize(jpeg, 224)),
+        ("center crop 0.9", lambda: images.tf_center_crop_resize(resized)),
+        ("normalise 2 towers", lambda: pol.pixels(cropped)),
+        ("tokenise prompt", lambda: pol.tokenizer.encode_prompt("put the black bowl on the plate")),
+    ]
+    total_med = total_min = 0.0
+    for name, fn in stages:
+        med, low = timeit(fn, repeats)
+        total_med, total_min = total_med + med, total_min + low
+        print(f"    {name:24s} {med:7.2f} / {low:7.2f} ms")
+    print(f"    {'sum':24s} {total_med:7.2f} / {total_min:7.2f} ms")
+
+
+def run(policy: str, checkpoint: Path, quantization: str, repeats: int) -> None:
+    """Time one policy."""
+    from tests.policies.helpers import observation
+
+    if policy == "openvla":
+        from vla_gym.policies.openvla import OpenVLAPolicy as cls
+    else:
+        from vla_gym.policies.openvla_oft import OpenVLAOFTPolicy as cls
+    pol = cls.from_pretrained(checkpoint, device="cpu", quantization={"name": quantization})
+    obs = observation(size=pol.inputs.image_size, wrist=policy == "openvla_oft")
+    pol.act(obs)
+    rows: dict[str, list[float]] = {"preprocess_ms": [], "model_ms": [], "postprocess_ms": []}
+    for _ in range(repeats):
+        pol.act(obs)
+        for k in rows:
+            rows[k].append(pol.last_timing[k])
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    low = {k: min(v) for k, v in rows.items()}
+    overhead = med["preprocess_ms"] + med["postprocess_ms"]
+    overhead_min = low["preprocess_ms"] + low["postprocess_ms"]
+    print(
+        f"\n{policy} ({quantization}, {len(pol.inputs.cameras)} camera(s) at {pol.inputs.image_size}px), "
+        f"{repeats} calls: median / min ms"
+    )
+    for k in rows:
+        print(f"  {k:16s} {med[k]:8.2f} / {low[k]:8.2f}")
+    print(f"  adapter overhead {overhead:8.2f} / {overhead_min:8.2f} ms per call (budget 5 ms)")
+    print("  image path per camera, median / min:")
+    stage_table(pol, obs["images"]["agentview"], repeats)
+
+
+def pixels(task: int, steps: int) -> None:
+    """Fast path (render 224) vs reference path (render 256 + lanczos) on the same LIBERO state."""
+    import gymnasium as gym
+    from vla_gym.policies.openvla import images
+
+    import vla_gym  # noqa: F401  (registers the env ids)
+
+    frames, render_ms = {}, {}
+    for size in (256, 224):
+        env = gym.make("vla_gym/libero_spatial", task=task, cameras=("agentview",), image_size=size)
+        obs, _ = env.reset(seed=0)
+        t = time.perf_counter()
+        for _ in range(steps):
+            obs, *_ = env.step(np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32))
+        render_ms[size] = 1e3 * (time.perf_counter() - t) / steps
+        frames[size] = obs["images"]["agentview"]
+        env.close()
+    for crop in (False, True):
+        ref = images.reference_image(frames[256], 224, center_crop=crop).astype(int)
+        fast = images.reference_image(frames[224], 224, center_crop=crop).astype(int)
+        d = np.abs(ref - fast)
+        print(
+            f"\nLIBERO-spatial task {task}, after {steps} no-op steps, center_crop={crop}: model input "
+            f"fast (224) vs reference (256->224): mean |d| {d.mean():.2f}, p99 {np.percentile(d, 99):.0f}, "
+            f"max {d.max()}, pixels differing by >8 levels {100 * (d > 8).mean():.1f} %"
+        )
+    print(f"env step incl. render: {render_ms[256]:.0f} ms at 256, {render_ms[224]:.0f} ms at 224")
+
+
+def make_tiny() -> dict[str, Path]:
+    """Write the tiny checkpoints in a child process (building them here slows this process's torch)."""
+    out = Path(tempfile.mkdtemp(prefix="vla_gym_tiny_"))
+    subprocess.run(
+        [sys.executable, "-m", "vla_gym.policies.openvla.make_tiny", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return {"openvla": out / "openvla", "openvla-oft": out / "openvla-oft"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", choices=["openvla", "openvla_oft", "both"], default="both")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="default: tiny checkpoints in a temp dir"
+    )
+    parser.add_argument("--quantization", default="none")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--pixels", action="store_true", help="also measure fast vs reference pixels in LIBERO"
+    )
+    parser.add_argument("--task", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    policies = ["openvla", "openvla_oft"] if args.policy == "both" else [args.policy]
+    tiny = None
+    for policy in policies:
+        ckpt = args.checkpoint
+        if ckpt is None:
+            if tiny is None:
+                tiny = make_tiny()
+            ckpt = tiny["openvla" if policy == "openvla" else "openvla-oft"]
+        run(policy, ckpt, args.quantization, args.repeats)
+    if args.pixels:
+        pixels(args.task, args.steps)
+
+
+if __name__ == "__main__":
+    main()

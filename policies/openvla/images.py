@@ -1,0 +1,178 @@
+"""The reference LIBERO image path of OpenVLA / OpenVLA-OFT, in numpy + PIL (no TensorFlow).
+
+Reference (``experiments/robot/libero/libero_utils.py`` and ``openvla_utils.py``)::
+
+    img = obs["agentview_image"][::-1, ::-1]          # raw OpenGL frame turned 180 degrees
+    img = tf.image.encode_jpeg(img); img = tf.io.decode_image(img)       # JPEG round trip, q=95
+    img = tf.image.resize(img, (224, 224), "lanczos3", antialias=True)   # then round + clip
+    # fine-tunes trained with random crops: tf.image.crop_and_resize of the central
+    # sqrt(0.9) x sqrt(0.9) box back to 224 (bilinear), through float [0, 1]
+
+vla_gym envs emit *upright* frames (``raw[::-1]``). ``raw[::-1, ::-1] == upright[:, ::-1]``, so
+the adapter only mirrors left-right (:func:`reference_orientation`).
+
+``tf.image.resize(lanczos3, antialias)`` and ``tf.image.crop_and_resize`` are re-implemented
+from TensorFlow's kernels (``scale_and_translate_op.cc``, ``crop_and_resize_op.cc``) as
+separable weight matrices; PIL's LANCZOS is a different filter (fixed-point, other support)
+and is not used. Measured against TensorFlow 2.21 the outputs match to the documented
+tolerance (see ``tests/policies/test_openvla.py`` and the README section).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+CROP_SCALE = 0.9
+JPEG_QUALITY = 95  # tf.image.encode_jpeg default
+
+
+def reference_orientation(upright: np.ndarray) -> np.ndarray:
+    """Turn an upright env frame into what the reference eval fed the model.
+
+    The reference rotates the raw (upside-down) frame by 180 degrees: ``raw[::-1, ::-1]``.
+    With ``upright = raw[::-1]`` that is ``upright[:, ::-1]`` (a left-right mirror).
+    """
+    return np.ascontiguousarray(upright[:, ::-1])
+
+
+def jpeg_roundtrip(img: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
+    """JPEG encode + decode exactly as ``tf.image.encode_jpeg`` / ``tf.io.decode_image`` do.
+
+    Encoding: libjpeg-turbo (through PIL) at quality 95, 4:2:0 chroma: the same entropy-coded
+    data as TensorFlow (only the JFIF density header differs). Decoding: TensorFlow's default
+    is the *fast integer* IDCT with fancy upsampling; PIL and OpenCV use the accurate IDCT and
+    differ from it by up to 8-9 levels on 74 % of pixels, so decode with ``simplejpeg``
+    (``fastdct=True, fastupsample=False``), which reproduces TensorFlow bit for bit.
+    """
+    import simplejpeg
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality, subsampling="4:2:0")
+    return simplejpeg.decode_jpeg(buf.getvalue(), colorspace="RGB", fastdct=True, fastupsample=False)
+
+
+def _lanczos3(x: np.ndarray) -> np.ndarray:
+    # TensorFlow's LanczosKernelFunc (radius 3), float32 with its pi constant.
+    x = np.abs(x).astype(np.float32)
+    pi = np.float32(3.14159265359)
+    r = np.float32(3.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        val = r * np.sin(pi * x) * np.sin(pi * x / r) / (pi * pi * x * x)
+    val = np.where(x <= 1e-3, np.float32(1.0), val)
+    return np.where(x > r, np.float32(0.0), val).astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def lanczos3_spans(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output pixel: source indices (out, span) and float32 weights of TF's lanczos3 + antialias.
+
+    Follows ``ComputeSpansCore`` in TensorFlow's ``scale_and_translate_op.cc``: sample at
+    ``(x + 0.5) / scale``, kernel widened by ``1 / scale`` when downscaling, weights
+    normalised by their float32 sum. Padding taps have weight 0 and index 0.
+    """
+    scale = np.float32(out_size) / np.float32(in_size)
+    inv_scale = np.float32(1.0) / scale
+    kernel_scale = max(inv_scale, np.float32(1.0))  # antialias
+    radius = np.float32(3.0)
+    span = min(2 * int(math.ceil(radius * kernel_scale)) + 1, in_size)
+    index = np.zeros((out_size, span), dtype=np.int64)
+    weight = np.zeros((out_size, span), dtype=np.float32)
+    for x in range(out_size):
+        sample = (np.float32(x) + np.float32(0.5)) * inv_scale
+        if sample < 0 or sample > in_size:
+            continue
+        start = max(int(math.ceil(sample - radius * kernel_scale - np.float32(0.5))), 0)
+        end = min(int(math.floor(sample + radius * kernel_scale - np.float32(0.5))), in_size - 1) + 1
+        src = np.arange(start, end, dtype=np.float32)
+        w = _lanczos3((src + np.float32(0.5) - sample) * (np.float32(1.0) / kernel_scale))
+        total = np.float32(0.0)
+        for value in w:  # sequential float32 sum, as the C++ loop
+            total = np.float32(total + value)
+        if abs(total) >= 1000.0 * np.finfo(np.float32).tiny:
+            index[x, : end - start] = np.arange(start, end)
+            weight[x, : end - start] = w * (np.float32(1.0) / total)
+    return index, weight
+
+
+def _gather_axis(f: np.ndarray, index: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
+    # out += w_k * in[idx_k], k = 0..span-1, in float32: the accumulation order of TF's GatherSpans.
+    shape = (1, -1, 1) if axis == 1 else (-1, 1, 1)
+    out = np.take(f, index[:, 0], axis=axis)
+    out *= weight[:, 0].reshape(shape)
+    term = np.empty_like(out)
+    for k in range(1, index.shape[1]):
+        np.take(f, index[:, k], axis=axis, out=term)
+        term *= weight[:, k].reshape(shape)
+        out += term
+    return out
+
+
+def tf_lanczos3_resize(img: np.ndarray, size: int) -> np.ndarray:
+    """``tf.image.resize(img, (size, size), "lanczos3", antialias=True)`` then round + clip to uint8.
+
+    Rows first, then columns, each a short weighted sum over the kernel's taps (pure numpy:
+    no BLAS, whose threads fight torch's OpenMP pool on small machines).
+    """
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img.copy()  # scale 1: the kernel reduces to the identity
+    f = img.astype(np.float32)
+    rows = _gather_axis(f, *lanczos3_spans(h, size), axis=0)
+    # Second pass along width on the transposed copy: contiguous row gathers are much faster.
+    out = _gather_axis(np.ascontiguousarray(rows.transpose(1, 0, 2)), *lanczos3_spans(w, size), axis=0)
+    out = np.ascontiguousarray(out.transpose(1, 0, 2))  # C order: later gathers are row-major
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=8)
+def _crop_coords(in_size: int, out_size: int, crop_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    side = np.float32(np.clip(np.sqrt(np.float32(crop_scale)), 0, 1))
+    off = (np.float32(1.0) - side) / np.float32(2.0)
+    y1, y2 = off, off + side
+    scale = (y2 - y1) * np.float32(in_size - 1) / np.float32(out_size - 1)
+    pos = y1 * np.float32(in_size - 1) + np.arange(out_size, dtype=np.float32) * scale
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.ceil(pos).astype(np.int64)
+    frac = (pos - lo.astype(np.float32)).astype(np.float32)
+    return lo, hi, frac
+
+
+def tf_center_crop_resize(img: np.ndarray, crop_scale: float = CROP_SCALE) -> np.ndarray:
+    """The reference center crop: keep area ``crop_scale`` (side x sqrt), bilinear back to full size.
+
+    Follows ``tf.image.convert_image_dtype`` (uint8 -> float x 1/255), ``crop_and_resize``
+    (bilinear, float32) and the conversion back (x 255.5, truncate, saturate).
+    """
+    h, w = img.shape[:2]
+    if h != w:
+        raise ValueError(f"center crop expects a square image, got {img.shape}")
+    lo, hi, frac = _crop_coords(h, h, float(crop_scale))
+    f = img.astype(np.float32) * np.float32(1.0 / 255.0)
+    # TF: top = tl + (tr - tl) * x_lerp (same for bottom), out = top + (bottom - top) * y_lerp.
+    # Interpolating along x once for every source row gives exactly those float ops per element.
+    left, right = np.take(f, lo, axis=1), np.take(f, hi, axis=1)
+    horiz = left + (right - left) * frac[None, :, None]
+    top, bottom = np.take(horiz, lo, axis=0), np.take(horiz, hi, axis=0)
+    out = top + (bottom - top) * frac[:, None, None]
+    # convert_image_dtype(float -> uint8, saturate): x * 255.5, truncated; x is in [0, 1] here.
+    return (np.clip(out, 0.0, 1.0) * np.float32(255.5)).astype(np.uint8)
+
+
+def reference_image(
+    upright: np.ndarray, size: int = 224, center_crop: bool = True, jpeg: bool = True
+) -> np.ndarray:
+    """Full reference path from an upright env frame to the 224x224 uint8 image the model sees."""
+    if upright.dtype != np.uint8 or upright.ndim != 3 or upright.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {upright.dtype} {upright.shape}")
+    img = reference_orientation(upright)
+    if jpeg:
+        img = jpeg_roundtrip(img)
+    img = tf_lanczos3_resize(img, size)
+    if center_crop:
+        img = tf_center_crop_resize(img)
+    return img

@@ -1,0 +1,141 @@
+"""Prompt, tokenizer and per-backbone pixel normalisation (the release's ``PrismaticProcessor``).
+
+The tokenizer is read from the release's ``tokenizer.json`` with the ``tokenizers`` library
+(what ``LlamaTokenizerFast`` wraps), so no transformers tokenizer class and no remote code are
+involved. ``<s>`` is prepended when ``tokenizer_config.json`` has ``add_bos_token`` (default,
+as Llama). The pixel transform reads ``preprocessor_config.json`` and applies, per tower,
+resize (PIL bicubic; a no-op for the 224x224 reference image), ``to_tensor`` and normalise with
+the *stored* mean/std (the release stores DINOv2's ImageNet stats rounded through bfloat16,
+e.g. 0.484375; the reference uses those stored values, so we do too).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from vla_gym.policies.openvla.errors import CheckpointError
+
+PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+EMPTY_PIECE = "\u2581"  # sentencepiece "▁": token 29871 in the Llama-2 vocabulary
+
+
+def build_prompt(instruction: str) -> str:
+    """The OpenVLA prompt; the instruction is lower-cased as in the reference eval."""
+    return PROMPT_TEMPLATE.format(instruction=instruction.lower())
+
+
+@dataclass
+class PromptTokenizer:
+    """Llama tokenizer from ``tokenizer.json`` plus the reference's prompt conventions."""
+
+    tokenizer: object
+    bos_id: int | None
+    eos_id: int | None
+    empty_id: int
+
+    @classmethod
+    def from_dir(cls, path: Path) -> PromptTokenizer:
+        """Load ``tokenizer.json`` (+ ``tokenizer_config.json``) from a checkpoint directory."""
+        from tokenizers import Tokenizer
+
+        tj = path / "tokenizer.json"
+        if not tj.is_file():
+            raise CheckpointError(
+                f"{tj} is missing; OpenVLA releases ship tokenizer.json next to tokenizer.model. "
+                "Copy it from the release (vla_gym does not run sentencepiece conversion)."
+            )
+        try:
+            tok = Tokenizer.from_file(str(tj))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise CheckpointError(f"{tj} could not be parsed ({exc}); re-download it") from exc
+        cfg: dict = {}
+        tc = path / "tokenizer_config.json"
+        if tc.is_file():
+            try:
+                cfg = json.loads(tc.read_text())
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(f"{tc} is not valid JSON ({exc}); re-download it") from exc
+
+        def token_id(name: str, default: str) -> int | None:
+            value = cfg.get(name, default)
+            if isinstance(value, dict):
+                value = value.get("content")
+            return tok.token_to_id(value) if value else None
+
+        bos = token_id("bos_token", "<s>") if cfg.get("add_bos_token", True) else None
+        empty = tok.token_to_id(EMPTY_PIECE)
+        if empty is None:
+            raise CheckpointError(f"{tj}: the vocabulary has no {EMPTY_PIECE!r} piece (Llama id 29871)")
+        return cls(tokenizer=tok, bos_id=bos, eos_id=token_id("eos_token", "</s>"), empty_id=empty)
+
+    def encode_prompt(self, instruction: str) -> list[int]:
+        """Token ids of the prompt: ``<s>`` + pieces + the empty piece (added when not last)."""
+        ids = list(self.tokenizer.encode(build_prompt(instruction), add_special_tokens=False).ids)
+        if self.bos_id is not None:
+            ids = [self.bos_id] + ids
+        if ids[-1] != self.empty_id:
+            ids.append(self.empty_id)
+        return ids
+
+
+@dataclass
+class PixelTransform:
+    """Per-tower resize + normalise, towers concatenated on channels (6 x H x W for DINO+SigLIP)."""
+
+    sizes: list[int]
+    means: list[list[float]]
+    stds: list[list[float]]
+
+    @classmethod
+    def from_dir(cls, path: Path, n_towers: int) -> PixelTransform:
+        """Read ``preprocessor_config.json``; error if absent or inconsistent with the model."""
+        pc = path / "preprocessor_config.json"
+        if not pc.is_file():
+            raise CheckpointError(
+                f"{pc} is missing; it holds the per-backbone mean/std. Copy it from the release."
+            )
+        try:
+            cfg = json.loads(pc.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{pc} is not valid JSON ({exc}); re-download it") from exc
+        strategy = cfg.get("image_resize_strategy", "resize-naive")
+        if strategy not in ("resize-naive", "resize-crop", "letterbox"):
+            raise CheckpointError(f"{pc}: image_resize_strategy {strategy!r} unknown")
+        means, stds = cfg.get("means"), cfg.get("stds")
+        sizes = [int(s[-1]) for s in cfg.get("input_sizes", [])]
+        if not (means and stds and sizes) or not (len(means) == len(stds) == len(sizes) == n_towers):
+            raise CheckpointError(
+                f"{pc}: expected {n_towers} entries in means/stds/input_sizes, got "
+                f"{len(means or [])}/{len(stds or [])}/{len(sizes)}"
+            )
+        interps = cfg.get("interpolations") or ["bicubic"] * n_towers
+        if any(i != "bicubic" for i in interps):
+            raise CheckpointError(f"{pc}: interpolations {interps} not supported (releases use bicubic)")
+        return cls(
+            sizes=sizes, means=[list(map(float, m)) for m in means], stds=[list(map(float, s)) for s in stds]
+        )
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W, 3) square image -> float32 (3 * towers, S, S)."""
+        if image.shape[0] != image.shape[1]:
+            raise ValueError(f"expected a square image, got {image.shape}")
+        out = []
+        scaled: dict[int, np.ndarray] = {}
+        for size, mean, std in zip(self.sizes, self.means, self.stds, strict=True):
+            if size not in scaled:
+                img = image
+                if img.shape[0] != size:  # PIL bicubic, as torchvision's resize of a PIL image
+                    img = np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
+                # to_tensor: float32 x / 255 (same IEEE ops as torch's div), channels first
+                scaled[size] = np.ascontiguousarray(img.transpose(2, 0, 1)).astype(np.float32) / np.float32(
+                    255
+                )
+            m = np.asarray(mean, dtype=np.float32)[:, None, None]
+            s = np.asarray(std, dtype=np.float32)[:, None, None]
+            out.append((scaled[size] - m) / s)  # torchvision normalize: (x - mean) / std
+        return torch.from_numpy(np.concatenate(out, axis=0))

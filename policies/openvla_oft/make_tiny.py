@@ -1,0 +1,86 @@
+"""Tiny OpenVLA-OFT LIBERO checkpoint in the layout ``vla-scripts/finetune.py`` writes.
+
+::
+
+    config.json, model-0000k-of-0000n.safetensors (+ index)   merged VLA weights (base + LoRA)
+    tokenizer.json, tokenizer_config.json, special_tokens_map.json, preprocessor_config.json
+    dataset_statistics.json                                   action + 8-D proprio q01/q99
+    action_head--150000_checkpoint.pt                         L1 regression head (DDP "module." keys)
+    proprio_projector--150000_checkpoint.pt                   proprio projector (DDP "module." keys)
+    lora_adapter/adapter_config.json, adapter_model.safetensors  the LoRA (peft) before merging
+
+Written by :func:`vla_gym.policies.openvla.make_tiny.make_all`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+LORA_TARGETS = [
+    "qkv",
+    "proj",
+    "fc1",
+    "fc2",
+    "fc3",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+]
+STEP = 150000
+
+
+def lora_merged_state(
+    base_state: dict[str, torch.Tensor], config: dict, adapter_dir: Path, seed: int, rank: int = 4
+) -> dict[str, torch.Tensor]:
+    """Make a random LoRA on the base model with peft, save it, and return the merged weights."""
+    from peft import LoraConfig, get_peft_model
+    from vla_gym.policies.openvla.config import OpenVLAConfig
+    from vla_gym.policies.openvla.loader import build_on_meta, load_into, materialize_buffers
+    from vla_gym.policies.openvla.modeling import OpenVLAModel
+
+    cfg = OpenVLAConfig.from_dict(config)
+    model = build_on_meta(lambda: OpenVLAModel(cfg))
+    load_into(model, {k: v.clone() for k, v in base_state.items()}, "tiny base")
+    materialize_buffers(model)
+    torch.manual_seed(seed)
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=min(rank, 16),
+        lora_dropout=0.0,
+        target_modules=LORA_TARGETS,
+        init_lora_weights="gaussian",
+    )
+    peft_model = get_peft_model(model, lora)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero; make the adapter actually change weights
+                p.normal_(0.0, 0.02)
+    peft_model.save_pretrained(str(adapter_dir))
+    merged = peft_model.merge_and_unload()
+    return {k: v.detach().to(torch.bfloat16).contiguous() for k, v in merged.state_dict().items()}
+
+
+def write_oft_checkpoint(out: Path, base_state: dict[str, torch.Tensor], seed: int = 1) -> None:
+    """Write the tiny OFT checkpoint; ``base_state`` is the tiny OpenVLA it was fine-tuned from."""
+    from vla_gym.policies.openvla.make_tiny import hf_config, norm_stats, write_hf_checkpoint
+    from vla_gym.policies.openvla_oft.heads import L1RegressionActionHead, ProprioProjector
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stats = norm_stats("libero_spatial_no_noops", with_proprio=True)
+    config = hf_config(stats)
+    merged = lora_merged_state(base_state, config, out / "lora_adapter", seed)
+    write_hf_checkpoint(out, stats, seed, state=merged)
+    llm_dim = int(config["text_config"]["hidden_size"])
+    torch.manual_seed(seed)
+    head = L1RegressionActionHead(llm_dim=llm_dim, action_dim=7, num_actions_chunk=8).to(torch.bfloat16)
+    proj = ProprioProjector(llm_dim=llm_dim, proprio_dim=8).to(torch.bfloat16)
+    for module, name in ((head, "action_head"), (proj, "proprio_projector")):
+        state = {f"module.{k}": v for k, v in module.state_dict().items()}  # saved from a DDP wrapper
+        torch.save(state, out / f"{name}--{STEP}_checkpoint.pt")

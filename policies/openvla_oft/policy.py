@@ -1,0 +1,337 @@
+"""``OpenVLAOFTPolicy``: OpenVLA-OFT's LIBERO eval (parallel decoding, L1 head) behind :class:`Policy`.
+
+Per call (``prismatic/extern/hf/modeling_prismatic.py`` of moojink/openvla-oft):
+
+1. agentview + wrist images, each through the reference image path, each normalised for both
+   towers: 12 channels; 8-D proprio normalised with q01/q99 (clipped to [-1, 1]).
+2. Sequence ``<s>, [2 x 256 patches, proprio token], prompt..., 29871, 56 zeroed action
+   embeddings, </s>``, run through Llama with **full bidirectional attention** (OFT ships a
+   transformers fork that drops the causal mask; here a 4-D all-true mask does the same).
+3. Hidden states (after the final norm) at the 56 positions starting at the empty piece
+   29871 (each position predicts the next token) -> L1 head -> (8, 7) in [-1, 1] ->
+   un-normalised with q01/q99 (+1e-8) and mask -> LIBERO gripper post-processing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from vla_gym.policies.openvla import decoding, images
+from vla_gym.policies.openvla.config import OpenVLAConfig
+from vla_gym.policies.openvla.errors import CheckpointError
+from vla_gym.policies.openvla.modeling import OpenVLAModel
+from vla_gym.policies.openvla.policy import (
+    MODEL_IMAGE_SIZE,
+    REFERENCE_RENDER_SIZE,
+    load_openvla_model,
+    resolve_device,
+)
+from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
+from vla_gym.policies.openvla_oft.heads import L1RegressionActionHead, ProprioProjector
+
+from vla_gym.policy import Observation, Policy, PolicyInfo, PolicyInputs
+
+PLACEHOLDER_ID = 1  # OFT fills action slots with torch.ones (their embeddings are zeroed anyway)
+STOP_ID = 2  # '</s>'
+
+
+def find_component(checkpoint: Path, pattern: str) -> Path:
+    """The one file named like ``<pattern>--<step>_checkpoint.pt`` (as OFT's ``find_checkpoint_file``)."""
+    found = sorted(
+        p for p in checkpoint.iterdir() if pattern in p.name and "checkpoint" in p.name and p.is_file()
+    )
+    if len(found) != 1:
+        raise CheckpointError(
+            f"expected exactly one {pattern}--<step>_checkpoint.pt in {checkpoint}, found "
+            f"{[p.name for p in found]}; remove extra steps or copy the one from the release"
+        )
+    return found[0]
+
+
+def load_component(file: Path) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` of a state dict, stripping DDP's ``module.`` prefix."""
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{file} could not be loaded with torch.load(weights_only=True) ({type(exc).__name__}: {exc}); "
+            "it is corrupted or holds non-tensor objects. Re-download it."
+        ) from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{file}: expected a state dict of tensors")
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Strict load with a readable error naming the file."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source} does not match the expected module: {exc}") from exc
+
+
+def merge_lora(model: OpenVLAModel, adapter_dir: Path) -> OpenVLAModel:
+    """Apply a peft LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``) and merge it."""
+    from peft import PeftModel
+
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (adapter_dir / name).is_file():
+            raise CheckpointError(f"{adapter_dir / name} is missing; a peft LoRA adapter needs both files")
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    except Exception as exc:
+        raise CheckpointError(
+            f"LoRA adapter {adapter_dir} could not be applied ({type(exc).__name__}: {exc})"
+        ) from exc
+    return peft_model.merge_and_unload()
+
+
+class OFTModel(nn.Module):
+    """VLA backbone + action head + proprio projector: one module, so quantization sees all of it."""
+
+    def __init__(
+        self, vla: OpenVLAModel, action_head: L1RegressionActionHead, proprio_projector: ProprioProjector
+    ):
+        super().__init__()
+        self.vla = vla
+        self.action_head = action_head
+        self.proprio_projector = proprio_projector
+
+    @torch.no_grad()
+    def predict(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor
+    ) -> torch.Tensor:
+        """Normalised action chunk (B, chunk, action_dim), float32."""
+        head = self.action_head
+        n_act = head.num_actions_chunk * head.action_dim
+        b, prompt_len = input_ids.shape
+        fill = torch.full((b, n_act), PLACEHOLDER_ID, dtype=input_ids.dtype, device=input_ids.device)
+        stop = torch.full((b, 1), STOP_ID, dtype=input_ids.dtype, device=input_ids.device)
+        ids = torch.cat([input_ids, fill, stop], dim=1)
+        text = self.vla.language_model.get_input_embeddings()(ids)
+        keep = torch.ones(ids.shape[1], dtype=text.dtype, device=text.device)
+        keep[prompt_len : prompt_len + n_act] = 0
+        text = text * keep[None, :, None]
+        dtype = self.vla.compute_dtype
+        vision = self.vla.embed_images(pixel_values.to(dtype))
+        proprio_token = self.proprio_projector(proprio.to(next(self.proprio_projector.parameters()).dtype))
+        patches = torch.cat([vision, proprio_token[:, None].to(vision.dtype)], dim=1)
+        embeds = torch.cat([text[:, :1], patches, text[:, 1:]], dim=1)
+        seq = embeds.shape[1]
+        full = torch.ones(b, 1, seq, seq, dtype=torch.bool, device=embeds.device)  # bidirectional
+        hidden = self.vla.language_model.model(inputs_embeds=embeds, attention_mask=full).last_hidden_state
+        start = patches.shape[1] + prompt_len - 1  # = NUM_PATCHES + NUM_PROMPT_TOKENS of the reference
+        action_hidden = hidden[:, start : start + n_act]
+        out = head(action_hidden.to(next(head.parameters()).dtype))
+        return out.float()
+
+
+class OpenVLAOFTPolicy(Policy):
+    """OpenVLA-OFT LIBERO policy: (8, 7) chunk per call from agentview + wrist + 8-D proprio."""
+
+    def __init__(
+        self,
+        model: OFTModel,
+        cfg: OpenVLAConfig,
+        tokenizer: PromptTokenizer,
+        pixels: PixelTransform,
+        *,
+        unnorm_key: str | None = None,
+        center_crop: bool = True,
+        image_size: int = REFERENCE_RENDER_SIZE,
+        cameras: tuple[str, ...] = ("agentview", "wrist"),
+        gripper: str = "libero",
+        quantization_name: str = "none",
+        device: torch.device | None = None,
+    ) -> None:
+        if gripper not in ("libero", "raw"):
+            raise ValueError(f"gripper must be 'libero' or 'raw', got {gripper!r}")
+        self.model = model
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.pixels = pixels
+        self.unnorm_key = decoding.resolve_unnorm_key(cfg.norm_stats, unnorm_key)
+        self.stats = decoding.action_stats(cfg.norm_stats, self.unnorm_key)
+        proprio = cfg.norm_stats[self.unnorm_key].get("proprio")
+        if not proprio or "q01" not in proprio:
+            raise CheckpointError(f"statistics for {self.unnorm_key!r} lack proprio q01/q99 (needed by OFT)")
+        self.proprio_stats = proprio
+        head = model.action_head
+        if head.action_dim != self.stats["q01"].shape[0]:
+            raise CheckpointError(
+                f"action head predicts {head.action_dim}-D actions, "
+                f"statistics have {self.stats['q01'].shape[0]}"
+            )
+        self.center_crop = center_crop
+        self.cameras = tuple(cameras)
+        self.gripper = gripper
+        self.quantization_name = quantization_name
+        self.device = device or torch.device("cpu")
+        self.inputs = PolicyInputs(cameras=self.cameras, image_size=image_size, uses_state=True)
+        self.last_timing: dict[str, float] = {}
+        self._pool = ThreadPoolExecutor(max_workers=len(self.cameras), thread_name_prefix="oft-pre")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | Path,
+        *,
+        unnorm_key: str | None = None,
+        center_crop: bool = True,
+        device: str = "auto",
+        image_size: int = REFERENCE_RENDER_SIZE,
+        cameras: tuple[str, ...] | list[str] = ("agentview", "wrist"),
+        lora_adapter: str | Path | None = None,
+        num_actions_chunk: int = 8,
+        use_film: bool = False,
+        gripper: str = "libero",
+        quantization: Mapping[str, Any] | None = None,
+    ) -> OpenVLAOFTPolicy:
+        """Load an OFT checkpoint directory.
+
+        Args:
+            checkpoint: Directory with the merged VLA (HF layout), ``action_head--*_checkpoint.pt``,
+                ``proprio_projector--*_checkpoint.pt`` and ``dataset_statistics.json``.
+            unnorm_key: Statistics key (e.g. ``libero_spatial_no_noops``); None if only one.
+            center_crop: Reference center crop (the LIBERO OFT models require it).
+            device: ``auto``/``cpu``/``cuda``.
+            image_size: Env render size (256 = reference pixels; 224 = fast path).
+            cameras: Third-person camera first, then wrist, as the reference.
+            lora_adapter: A peft adapter dir to merge into the VLA weights. Leave None for
+                released OFT checkpoints, whose weights are already merged (finetune.py saves
+                both; merging again would apply the LoRA twice).
+            num_actions_chunk: Chunk length the head was trained for (8 on LIBERO).
+            use_film: FiLM checkpoints (ALOHA) are not supported; True raises.
+            gripper: ``libero`` post-processing or ``raw``.
+            quantization: Hydra quantization node (heads are kept unquantized, as the reference).
+        """
+        from vla_gym.quantization import apply_quantization
+
+        path = Path(checkpoint).expanduser()
+        film_files = [p.name for p in path.glob("vision_backbone--*checkpoint.pt")] if path.is_dir() else []
+        if use_film or film_files:
+            raise NotImplementedError(
+                f"FiLM OFT checkpoints (use_film / {film_files}) are not supported yet; the LIBERO OFT "
+                "releases do not use FiLM"
+            )
+        dev = resolve_device(device)
+        vla, cfg, hf_dir = load_openvla_model(path)
+        if lora_adapter is not None:
+            vla = merge_lora(vla, Path(lora_adapter).expanduser())
+        head = L1RegressionActionHead(cfg.llm_dim, action_dim=7, num_actions_chunk=num_actions_chunk)
+        head_file = find_component(path, "action_head")
+        head_state = load_component(head_file)
+        if "model.fc2.weight" in head_state:
+            head = L1RegressionActionHead(
+                cfg.llm_dim,
+                action_dim=int(head_state["model.fc2.weight"].shape[0]),
+                num_actions_chunk=num_actions_chunk,
+            )
+        load_strict(head, head_state, head_file)
+        proj_file = find_component(path, "proprio_projector")
+        proj_state = load_component(proj_file)
+        proprio_dim = int(proj_state["fc1.weight"].shape[1]) if "fc1.weight" in proj_state else 8
+        proj = ProprioProjector(cfg.llm_dim, proprio_dim)
+        load_strict(proj, proj_state, proj_file)
+        head.to(torch.bfloat16)  # the reference runs both heads in bf16
+        proj.to(torch.bfloat16)
+        model = OFTModel(vla, head, proj).eval()
+        qname = apply_quantization(model, quantization, dev)
+        tokenizer = PromptTokenizer.from_dir(hf_dir)
+        pixels = PixelTransform.from_dir(hf_dir, n_towers=len(cfg.timm_model_ids))
+        return cls(
+            model,
+            cfg,
+            tokenizer,
+            pixels,
+            unnorm_key=unnorm_key,
+            center_crop=center_crop,
+            image_size=image_size,
+            cameras=tuple(cameras),
+            gripper=gripper,
+            quantization_name=qname,
+            device=dev,
+        )
+
+    def preprocess(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Observation -> (input_ids, pixel_values (1, 6 * n_cams, 224, 224), proprio (1, 8))."""
+        for cam in self.cameras:
+            if cam not in observation["images"]:
+                raise KeyError(
+                    f"observation has no image for camera {cam!r}; build the env from policy.inputs"
+                )
+
+        def one(cam: str) -> torch.Tensor:
+            img = images.reference_image(
+                np.asarray(observation["images"][cam]), MODEL_IMAGE_SIZE, self.center_crop
+            )
+            return self.pixels(img)
+
+        # numpy, PIL and simplejpeg release the GIL: the cameras are processed in parallel.
+        frames = list(self._pool.map(one, self.cameras))
+        pixel_values = torch.cat(frames, dim=0)[None].to(self.device)
+        state = np.asarray(observation["state"], dtype=np.float64)
+        proprio = decoding.normalize_proprio(state, self.proprio_stats)
+        proprio_t = torch.tensor(proprio, dtype=torch.float32, device=self.device)[None]
+        ids = torch.tensor(
+            [self.tokenizer.encode_prompt(str(observation["instruction"]))], device=self.device
+        )
+        return ids, pixel_values, proprio_t
+
+    def postprocess(self, normalized: np.ndarray) -> np.ndarray:
+        """(chunk, action_dim) in [-1, 1] -> env actions (OFT un-normalisation, LIBERO gripper)."""
+        actions = decoding.unnormalize(normalized.astype(np.float64), self.stats, eps=1e-8)
+        if self.gripper == "libero":
+            actions = decoding.libero_gripper(actions)
+        return actions.astype(np.float32)
+
+    def act(self, observation: Observation) -> np.ndarray:
+        """(8, 7) float32 chunk; timings (ms) in :attr:`last_timing`."""
+        t0 = time.perf_counter()
+        ids, pixel_values, proprio = self.preprocess(observation)
+        t1 = time.perf_counter()
+        normalized = self.model.predict(ids, pixel_values, proprio)[0].cpu().numpy()
+        t2 = time.perf_counter()
+        out = self.postprocess(normalized)
+        t3 = time.perf_counter()
+        self.last_timing = {
+            "preprocess_ms": 1e3 * (t1 - t0),
+            "model_ms": 1e3 * (t2 - t1),
+            "postprocess_ms": 1e3 * (t3 - t2),
+        }
+        return out
+
+    def info(self) -> PolicyInfo:
+        """Weights, dtype, quantization and device for ``results.json``."""
+        from vla_gym.quantization import describe_weights
+
+        nbytes, dtype = describe_weights(self.model)
+        return PolicyInfo(
+            name="openvla_oft",
+            action_dim=self.model.action_head.action_dim,
+            chunk_size=self.model.action_head.num_actions_chunk,
+            weight_bytes=nbytes,
+            dtype=dtype,
+            quantization=self.quantization_name,
+            device=str(self.device),
+            extra={
+                "unnorm_key": self.unnorm_key,
+                "center_crop": self.center_crop,
+                "image_size": self.inputs.image_size,
+            },
+        )
+
+    def close(self) -> None:
+        """Drop the model and the preprocessing threads."""
+        self._pool.shutdown(wait=False)
+        self.model = None  # type: ignore[assignment]
+
+
+__all__ = ["OFTModel", "OpenVLAOFTPolicy", "find_component", "load_component", "merge_lora"]

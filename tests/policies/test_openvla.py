@@ -1,0 +1,359 @@
+"""OpenVLA adapter: tiny checkpoints in the release layout, loaded through the real code path."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from vla_gym.policies.openvla import (
+    CheckpointError,
+    OpenVLAPolicy,
+    UnnormKeyError,
+    decoding,
+    images,
+    load_openvla_model,
+)
+from vla_gym.policies.openvla.make_tiny import ACTION_STATS, TINY_VOCAB
+from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
+
+from tests.policies.helpers import make_frame, observation
+
+DATA = Path(__file__).parent / "data"
+
+# Keys of the released openvla-7b config.json (OpenVLAConfig.to_dict() of transformers 4.40.1).
+RELEASE_CONFIG_KEYS = {
+    "arch_specifier",
+    "architectures",
+    "auto_map",
+    "hf_llm_id",
+    "image_resize_strategy",
+    "image_sizes",
+    "llm_backbone_id",
+    "llm_max_length",
+    "model_type",
+    "n_action_bins",
+    "norm_stats",
+    "output_projector_states",
+    "pad_to_multiple_of",
+    "pad_token_id",
+    "text_config",
+    "timm_model_ids",
+    "timm_override_act_layers",
+    "torch_dtype",
+    "transformers_version",
+    "use_fused_vision_backbone",
+    "vision_backbone_id",
+}
+RELEASE_FILES = {
+    "config.json",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+    "dataset_statistics.json",
+    "generation_config.json",
+    "added_tokens.json",
+    "processor_config.json",
+}
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_dirs) -> OpenVLAPolicy:
+    return OpenVLAPolicy.from_pretrained(tiny_dirs["openvla"], device="cpu")
+
+
+# ---------------------------------------------------------------- layout and weights
+
+
+def test_tiny_checkpoint_has_release_files_and_config_keys(tiny_dirs):
+    d = tiny_dirs["openvla"]
+    names = {p.name for p in d.iterdir()}
+    assert RELEASE_FILES <= names
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    }
+    cfg = json.loads((d / "config.json").read_text())
+    assert RELEASE_CONFIG_KEYS <= set(cfg)
+    assert set(cfg) - RELEASE_CONFIG_KEYS == {"vla_gym_timm_overrides"}
+    assert cfg["timm_model_ids"] == ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]
+    assert cfg["text_config"]["vocab_size"] - cfg["pad_to_multiple_of"] == TINY_VOCAB
+
+
+def test_tokenizer_keeps_256_action_ids_at_the_end_of_the_vocab(tiny_dirs):
+    tok = PromptTokenizer.from_dir(tiny_dirs["openvla"])
+    vocab = tok.tokenizer.get_vocab()
+    assert tok.tokenizer.token_to_id("<PAD>") == TINY_VOCAB
+    action_ids = range(TINY_VOCAB - 256, TINY_VOCAB)
+    assert all(tok.tokenizer.id_to_token(i) is not None for i in action_ids)
+    assert max(v for k, v in vocab.items() if k != "<PAD>") == TINY_VOCAB - 1
+    assert (tok.bos_id, tok.eos_id) == (1, 2)
+
+
+def test_state_dict_matches_release_names_key_for_key(tiny_dirs):
+    d = tiny_dirs["openvla"]
+    on_disk = {}
+    for shard in sorted(d.glob("model-*.safetensors")):
+        on_disk.update(load_file(str(shard)))
+    model, _, _ = load_openvla_model(d)
+    loaded = model.state_dict()
+    assert set(loaded) == set(on_disk)
+    for key, value in on_disk.items():
+        assert torch.equal(loaded[key], value), key
+    # Names that only the released layout has:
+    for key in (
+        "vision_backbone.featurizer.blocks.0.ls1.scale_factor",
+        "vision_backbone.featurizer.reg_token",
+        "vision_backbone.fused_featurizer.attn_pool.latent",
+        "projector.fc3.weight",
+        "language_model.model.embed_tokens.weight",
+        "language_model.lm_head.weight",
+    ):
+        assert key in loaded
+    assert not any("gamma" in k for k in loaded)
+    assert model.language_model.model.rotary_emb.inv_freq.dtype == torch.float32
+
+
+def test_prismatic_training_checkpoint_converts_to_the_same_weights(tiny_dirs):
+    hf, _, _ = load_openvla_model(tiny_dirs["openvla"])
+    run, _, _ = load_openvla_model(tiny_dirs["openvla-prismatic"], base_checkpoint=tiny_dirs["openvla"])
+    a, b = hf.state_dict(), run.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_prismatic_run_without_base_checkpoint_says_what_to_pass(tiny_dirs):
+    with pytest.raises(CheckpointError, match="base_checkpoint"):
+        load_openvla_model(tiny_dirs["openvla-prismatic"])
+
+
+# ---------------------------------------------------------------- pixels
+
+
+def test_orientation_reproduces_the_reference_180_degree_turn():
+    raw = make_frame(64)  # raw OpenGL frame (upside down)
+    upright = raw[::-1]  # what the vla_gym env emits
+    reference = raw[::-1, ::-1]  # what the OpenVLA LIBERO eval feeds
+    assert np.array_equal(images.reference_orientation(upright), reference)
+    assert not np.array_equal(images.reference_orientation(upright), upright)
+    assert not np.array_equal(images.reference_orientation(upright), raw)
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_image_path_matches_tensorflow_reference(crop):
+    """JPEG round trip + lanczos3 + center crop vs. the TF 2.21 outputs stored in data/."""
+    golden = np.load(DATA / "tf_libero_image_path.npz")
+    upright = make_frame()[::-1]
+    ours = images.reference_image(upright, 224, center_crop=crop)
+    expected = golden["crop" if crop else "nocrop"]
+    diff = np.abs(ours.astype(int) - expected.astype(int))
+    # Separable float32 matmuls sum in another order than TF's loop: rare +-1 at .5 boundaries.
+    assert diff.max() <= 1
+    assert (diff > 0).mean() < 1e-3
+
+
+def test_pixel_values_are_the_hand_computed_normalisation(tiny_dirs):
+    pixels = PixelTransform.from_dir(tiny_dirs["openvla"], n_towers=2)
+    img = np.zeros((224, 224, 3), dtype=np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = 10, 128, 250
+    out = pixels(img)
+    assert out.shape == (6, 224, 224) and out.dtype == torch.float32
+    # DINOv2 tower: ImageNet stats as stored by the release (rounded through bfloat16).
+    dino_mean, dino_std = [0.484375, 0.455078125, 0.40625], [0.228515625, 0.2236328125, 0.224609375]
+    for c, v in enumerate((10, 128, 250)):
+        assert out[c, 0, 0].item() == pytest.approx((v / 255 - dino_mean[c]) / dino_std[c], abs=1e-6)
+        assert out[3 + c, 5, 7].item() == pytest.approx((v / 255 - 0.5) / 0.5, abs=1e-6)
+
+
+def test_policy_preprocess_feeds_reference_pixels_and_prompt(policy, tiny_dirs):
+    obs = observation()
+    ids, pixel_values = policy.preprocess(obs)
+    expected_img = images.reference_image(obs["images"]["agentview"], 224, center_crop=True)
+    assert torch.equal(pixel_values[0], policy.pixels(expected_img))
+    # Hand-tokenised prompt: the tiny BPE has no merges, so every character is one piece;
+    # spaces become the empty piece, "\n" falls back to byte <0x0A>, <s> first, empty piece last.
+    vocab = json.loads((tiny_dirs["openvla"] / "tokenizer.json").read_text())["model"]["vocab"]
+    text = "\u2581" + f"In: What action should the robot take to {obs['instruction'].lower()}?\nOut:".replace(
+        " ", "\u2581"
+    )
+    expected = [1] + [vocab["<0x0A>"] if ch == "\n" else vocab[ch] for ch in text] + [vocab["\u2581"]]
+    assert ids[0].tolist() == expected
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def test_token_to_action_decoding_against_hand_computed_values(policy):
+    vocab = TINY_VOCAB  # text vocab (1088) - pad_to_multiple_of (64)
+    tokens = np.array([vocab - 1, vocab - 256, vocab - 128, 5, vocab - 200, vocab - 2, vocab - 100])
+    # bin index = clip(vocab - t - 1, 0, 254); center_i = -1 + (2 i + 1) / 255
+    idx = [0, 254, 127, 254, 199, 1, 99]  # token 5 is not an action token: clipped to bin 254
+    normalized = np.array([-1 + (2 * i + 1) / 255 for i in idx])
+    q01, q99, mask = (np.array(ACTION_STATS[k], dtype=float) for k in ("q01", "q99", "mask"))
+    expected = np.where(mask, 0.5 * (normalized + 1) * (q99 - q01) + q01, normalized)
+    # LIBERO gripper: [0,1] -> [-1,1], sign, invert
+    expected[-1] = -np.sign(2 * expected[-1] - 1)
+    got = policy.decode(tokens)
+    assert got.shape == (1, 7) and got.dtype == np.float32
+    np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-6)
+
+
+def test_gripper_post_processing_conventions():
+    a = np.array([[0, 0, 0, 0, 0, 0, 0.9], [0, 0, 0, 0, 0, 0, 0.1], [0, 0, 0, 0, 0, 0, 0.5]])
+    out = decoding.libero_gripper(a)
+    assert out[:, -1].tolist() == [-1.0, 1.0, -0.0]  # 0.9 (open in RLDS) -> -1 open in the env
+
+
+def test_unnorm_key_missing_or_ambiguous_lists_available_keys():
+    stats = {"bridge_orig": {"action": ACTION_STATS}, "libero_spatial_no_noops": {"action": ACTION_STATS}}
+    with pytest.raises(UnnormKeyError, match=r"bridge_orig.*libero_spatial_no_noops"):
+        decoding.resolve_unnorm_key(stats, None)
+    with pytest.raises(UnnormKeyError, match="libero_spatial'.*choose one of.*bridge_orig"):
+        decoding.resolve_unnorm_key(stats, "libero_spatial")
+    assert decoding.resolve_unnorm_key(stats, "bridge_orig") == "bridge_orig"
+
+
+def test_act_returns_one_action_from_greedy_tokens(policy):
+    obs = observation()
+    action = policy.act(obs)
+    assert action.shape == (1, 7) and action.dtype == np.float32 and np.all(np.isfinite(action))
+    assert action[0, -1] in (-1.0, 0.0, 1.0)
+    ids, pixel_values = policy.preprocess(obs)
+    generated = policy.model.generate_greedy(ids, pixel_values, 7, policy.tokenizer.eos_id)
+    np.testing.assert_array_equal(action, policy.decode(generated[0, -7:].numpy()))
+    assert set(policy.last_timing) == {"preprocess_ms", "model_ms", "postprocess_ms"}
+
+
+def test_cached_greedy_decoding_equals_full_recompute(policy):
+    """The KV-cache loop must pick the same tokens as argmax over all logits of a full forward."""
+    ids, pixel_values = policy.preprocess(observation(seed=3))
+    model = policy.model
+    cached = model.generate_greedy(ids, pixel_values, 7, eos_token_id=None)
+    seq = ids
+    with torch.no_grad():
+        for _ in range(7):
+            logits = model.language_model(inputs_embeds=model.multimodal_embeddings(seq, pixel_values)).logits
+            seq = torch.cat([seq, logits[:, -1].float().argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(cached, seq)
+
+
+def test_policy_declares_reference_inputs_and_info(policy):
+    assert policy.inputs.cameras == ("agentview",)
+    assert policy.inputs.image_size == 256 and policy.inputs.uses_state is False
+    info = policy.info()
+    assert info.name == "openvla" and info.chunk_size == 1 and info.quantization == "none"
+    assert info.weight_bytes > 0 and "bfloat16" in info.dtype and info.device == "cpu"
+
+
+# ---------------------------------------------------------------- broken checkpoints
+
+
+def test_missing_shard_is_a_clear_error(tiny_copy):
+    d = tiny_copy("openvla")
+    (d / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model-00002-of-00002.safetensors is missing"):
+        OpenVLAPolicy.from_pretrained(d, device="cpu")
+
+
+def test_truncated_shard_is_a_clear_error(tiny_copy):
+    d = tiny_copy("openvla")
+    shard = d / "model-00001-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        OpenVLAPolicy.from_pretrained(d, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "preprocessor_config.json"])
+def test_missing_or_corrupted_json_files_are_named(tiny_copy, name):
+    d = tiny_copy("openvla")
+    (d / name).write_text("{ not json")
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        OpenVLAPolicy.from_pretrained(d, device="cpu")
+    (d / name).unlink()
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        OpenVLAPolicy.from_pretrained(d, device="cpu")
+
+
+def test_config_that_disagrees_with_weights_is_refused(tiny_copy):
+    d = tiny_copy("openvla")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["text_config"]["num_hidden_layers"] = 3
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="missing"):
+        OpenVLAPolicy.from_pretrained(d, device="cpu")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_prismatic_checkpoint_with_python_objects_is_not_unpickled(tiny_copy, tiny_dirs):
+    d = tiny_copy("openvla-prismatic")
+    with open(d / "checkpoints" / "latest-checkpoint.pt", "wb") as f:
+        pickle.dump({"model": {"projector": {}}, "evil": Path("/")}, f)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_openvla_model(d, base_checkpoint=tiny_dirs["openvla"])
+
+
+# ---------------------------------------------------------------- Hydra config
+
+
+def test_hydra_config_instantiates_the_policy(tiny_dirs):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    cfg = OmegaConf.load(conf / "policy" / "openvla.yaml")
+    cfg.checkpoint = str(tiny_dirs["openvla"])
+    cfg.device = "cpu"
+    assert cfg.pop("replan_steps") == 1
+    quant = OmegaConf.load(conf / "quantization" / "none.yaml")
+    pol = instantiate(cfg, quantization=quant)
+    assert isinstance(pol, OpenVLAPolicy) and pol.info().quantization == "none"
+
+
+# ---------------------------------------------------------------- a real LIBERO env
+
+
+def test_short_rollout_in_libero(policy):
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("vla_gym.envs.libero")
+    from vla_gym.policy import as_chunk
+
+    env = gym.make(
+        "vla_gym/libero_spatial", task=0, cameras=policy.inputs.cameras, image_size=policy.inputs.image_size
+    )
+    try:
+        obs, _ = env.reset(seed=0)
+        assert obs["images"]["agentview"].shape == (256, 256, 3)
+        policy.reset(seed=0)
+        for _ in range(3):
+            chunk = as_chunk(policy.act(obs), action_dim=7)
+            assert chunk.shape == (1, 7)
+            obs, reward, terminated, truncated, info = env.step(chunk[0])
+            assert np.isfinite(reward)
+    finally:
+        env.close()
+
+
+def test_fast_path_renders_at_224_and_skips_the_resize(tiny_dirs):
+    pol = OpenVLAPolicy.from_pretrained(tiny_dirs["openvla"], device="cpu", image_size=224, center_crop=False)
+    assert pol.inputs.image_size == 224
+    frame = make_frame(224)[::-1].copy()
+    expected = images.jpeg_roundtrip(images.reference_orientation(frame))  # lanczos 224->224 is the identity
+    assert np.array_equal(images.reference_image(frame, 224, center_crop=False), expected)
+    assert pol.act({"images": {"agentview": frame}, "instruction": "open the drawer"}).shape == (1, 7)
+
+
+def test_light_imports_do_not_pull_in_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vla_gym, vla_gym.policies, vla_gym.envs, vla_gym.quantization; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
