@@ -129,9 +129,14 @@ class LiberoEnv(RobosuiteBackedEnv):
         except (FileNotFoundError, OSError) as e:
             raise ValueError(f"suite {suite!r} task {self.task_index} has no init states file: {e}") from e
         super().__init__(num_settle_steps=num_settle_steps, **kwargs)
-        # LIBERO-PRO trap: task.language is parsed from the file name and is the *original*
-        # instruction on _lan/_task suites; the env's parsed bddl has the real one.
-        self.instruction = str(self._control_env.language_instruction)
+        # Which text is "the instruction" differs by suite, and it matters for fidelity:
+        # - base suites: the published evals (OpenVLA, OpenVLA-OFT, openpi, LeRobot) prompt with
+        #   task.language, parsed from the file name ("pick up the black bowl ..."), not the
+        #   bddl's own sentence ("pick the akita black bowl ...");
+        # - LIBERO-PRO suites: task.language is the *original* instruction even on _lan/_task,
+        #   so only the bddl's parsed instruction is the real one.
+        self.bddl_instruction = str(self._control_env.language_instruction)
+        self.instruction = str(self.task.language) if suite in BASE_SUITES else self.bddl_instruction
         self.init_state_id: int | None = None
 
     @property
@@ -173,6 +178,7 @@ class LiberoEnv(RobosuiteBackedEnv):
 
     def _info(self, success: bool) -> dict[str, Any]:
         return {**super()._info(success), "init_state_id": self.init_state_id,
+                "bddl_instruction": self.bddl_instruction,
                 "suite": self.suite_name, "task": self.task_name, "task_index": self.task_index}
 
     def _privileged_poses(self) -> dict[str, np.ndarray]:

@@ -152,13 +152,21 @@ def test_bad_inputs_get_clear_errors(env):
         env.step(np.array([0, 0, np.nan, 0, 0, 0, 0]))
 
 
+def test_base_suite_instruction_is_the_one_the_reference_evals_prompt_with(env):
+    """OpenVLA/OFT/openpi/LeRobot evals use task.language, not the bddl's sentence."""
+    obs, info = env.reset(seed=0)
+    assert obs["instruction"] == env.unwrapped.task.language
+    assert obs["instruction"] == "pick up the black bowl between the plate and the ramekin and place it on the plate"
+    assert info["bddl_instruction"].startswith("pick the akita black bowl")
+
+
 def test_libero_pro_language_suite_uses_the_real_instruction():
     """On _lan suites task.language is the original text; the env must use the paraphrase."""
     env = gym.make("vla_gym/libero_spatial_lan", task=0, cameras=())
     try:
         obs, _ = env.reset(seed=0)
         base = env.unwrapped
-        assert obs["instruction"] == base._control_env.language_instruction
+        assert obs["instruction"] == base._control_env.language_instruction == base.bddl_instruction
         assert obs["instruction"] != base.task.language
     finally:
         env.close()
