@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from vla_gym.policies.openvla.make_tiny import make_all_in_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -125,17 +125,6 @@ def pixels(task: int, steps: int) -> None:
     print(f"env step incl. render: {render_ms[256]:.0f} ms at 256, {render_ms[224]:.0f} ms at 224")
 
 
-def make_tiny() -> dict[str, Path]:
-    """Write the tiny checkpoints in a child process (building them here slows this process's torch)."""
-    out = Path(tempfile.mkdtemp(prefix="vla_gym_tiny_"))
-    subprocess.run(
-        [sys.executable, "-m", "vla_gym.policies.openvla.make_tiny", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return {"openvla": out / "openvla", "openvla-oft": out / "openvla-oft"}
-
-
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -161,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = args.checkpoint
         if ckpt is None:
             if tiny is None:
-                tiny = make_tiny()
+                tiny = make_all_in_subprocess()
             ckpt = tiny["openvla" if policy == "openvla" else "openvla-oft"]
         run(policy, ckpt, args.quantization, args.repeats)
     if args.pixels:

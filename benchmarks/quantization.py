@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from vla_gym.policies.openvla.make_tiny import make_all_in_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -93,17 +93,6 @@ def estimate_7b() -> None:
         print(f"  {name:5s} {b / 2**30:7.2f} GiB  {b / bf16:5.3f}x bf16")
 
 
-def make_tiny() -> dict[str, Path]:
-    """Write the tiny checkpoints in a child process (building them here slows this process's torch)."""
-    out = Path(tempfile.mkdtemp(prefix="vla_gym_tiny_"))
-    subprocess.run(
-        [sys.executable, "-m", "vla_gym.policies.openvla.make_tiny", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return {"openvla": out / "openvla", "openvla-oft": out / "openvla-oft"}
-
-
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, measure every setting, print one table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -123,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     ckpt = args.checkpoint
     if ckpt is None:
-        dirs = make_tiny()
+        dirs = make_all_in_subprocess()
         ckpt = dirs["openvla" if args.policy == "openvla" else "openvla-oft"]
     settings = ["bf16"] + [s for s in args.settings.split(",") if s and s != "bf16"]
     obs = observations(args.obs, 256, wrist=args.policy == "openvla_oft")

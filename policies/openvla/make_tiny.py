@@ -332,6 +332,21 @@ def make_all(outdir: Path, seed: int = 0) -> dict[str, Path]:
     }
 
 
+def make_all_in_subprocess() -> dict[str, Path]:
+    """Write the tiny checkpoints from a child process into a temp dir.
+
+    For benchmarks: building the models in the measuring process slows its later torch calls.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="vla_gym_tiny_"))
+    subprocess.run([sys.executable, "-m", "vla_gym.policies.openvla.make_tiny", str(out)], check=True,
+                   capture_output=True)
+    return {"openvla": out / "openvla", "openvla-oft": out / "openvla-oft"}
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``python -m vla_gym.policies.openvla.make_tiny OUTDIR [--seed N]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -81,8 +81,118 @@ def load_openvla_model(
     return model.eval(), cfg, hf_dir
 
 
-class OpenVLAPolicy(Policy):
+class OpenVLAFamilyPolicy(Policy):
+    """What OpenVLA and OpenVLA-OFT share: checkpoint statistics, a timed act(), info().
+
+    ``act`` = :meth:`preprocess` -> :meth:`forward` -> :meth:`postprocess`; the three stages'
+    wall times (ms) land in :attr:`last_timing` for ``benchmarks/policy_latency.py``.
+    """
+
+    name = ""
+
+    def __init__(self, model: torch.nn.Module, cfg: OpenVLAConfig, tokenizer: PromptTokenizer,
+                 pixels: PixelTransform, *, unnorm_key: str | None, center_crop: bool, gripper: str,
+                 quantization_name: str, device: torch.device | None) -> None:
+        if gripper not in ("libero", "raw"):
+            raise ValueError(f"gripper must be 'libero' or 'raw', got {gripper!r}")
+        self.model = model
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.pixels = pixels
+        self.unnorm_key = decoding.resolve_unnorm_key(cfg.norm_stats, unnorm_key)
+        self.stats = decoding.action_stats(cfg.norm_stats, self.unnorm_key)
+        self.action_dim = int(self.stats["q01"].shape[0])
+        self.center_crop = center_crop
+        self.gripper = gripper
+        self.quantization_name = quantization_name
+        self.device = device or torch.device("cpu")
+        self.last_timing: dict[str, float] = {}
+
+    # stages -------------------------------------------------------------------------------
+    def preprocess(self, observation: Observation) -> tuple[torch.Tensor, ...]:
+        """Observation -> model inputs on the model device."""
+        raise NotImplementedError
+
+    def forward(self, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
+        """Model inputs -> raw model output (tokens or normalised actions) as numpy."""
+        raise NotImplementedError
+
+    def postprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Raw model output -> env actions, float32 (T, action_dim)."""
+        raise NotImplementedError
+
+    def prompt_ids(self, observation: Observation) -> torch.Tensor:
+        """The reference prompt for the observation's instruction, tokenised, (1, L)."""
+        return torch.tensor([self.tokenizer.encode_prompt(str(observation["instruction"]))], device=self.device)
+
+    def camera_image(self, observation: Observation, camera: str) -> np.ndarray:
+        """The reference-processed 224 image of one camera (orientation, JPEG, resize, crop)."""
+        try:
+            frame = observation["images"][camera]
+        except KeyError as exc:
+            raise KeyError(
+                f"observation has no image for camera {camera!r}; build the env from policy.inputs"
+            ) from exc
+        return images.reference_image(np.asarray(frame), MODEL_IMAGE_SIZE, center_crop=self.center_crop)
+
+    def to_env_actions(self, normalized: np.ndarray, eps: float = 0.0) -> np.ndarray:
+        """Normalised actions in [-1, 1] -> env actions (q01/q99 + mask, LIBERO gripper)."""
+        actions = decoding.unnormalize(normalized.astype(np.float64), self.stats, eps=eps)
+        if self.gripper == "libero":
+            actions = decoding.libero_gripper(actions)
+        return actions.astype(np.float32)
+
+    # Policy API ---------------------------------------------------------------------------
+    def act(self, observation: Observation) -> np.ndarray:
+        """An action chunk (T, action_dim) float32; stage timings (ms) in :attr:`last_timing`."""
+        t0 = time.perf_counter()
+        inputs = self.preprocess(observation)
+        t1 = time.perf_counter()
+        raw = self.forward(inputs)
+        t2 = time.perf_counter()
+        out = self.postprocess(raw)
+        t3 = time.perf_counter()
+        self.last_timing = {
+            "preprocess_ms": 1e3 * (t1 - t0),
+            "model_ms": 1e3 * (t2 - t1),
+            "postprocess_ms": 1e3 * (t3 - t2),
+        }
+        return out
+
+    @property
+    def chunk_size(self) -> int:
+        """Actions per call."""
+        return 1
+
+    def info(self) -> PolicyInfo:
+        """Weights, dtype, quantization and device for ``results.json``."""
+        from vla_gym.quantization import describe_weights
+
+        nbytes, dtype = describe_weights(self.model)
+        return PolicyInfo(
+            name=self.name,
+            action_dim=self.action_dim,
+            chunk_size=self.chunk_size,
+            weight_bytes=nbytes,
+            dtype=dtype,
+            quantization=self.quantization_name,
+            device=str(self.device),
+            extra={
+                "unnorm_key": self.unnorm_key,
+                "center_crop": self.center_crop,
+                "image_size": self.inputs.image_size,
+            },
+        )
+
+    def close(self) -> None:
+        """Drop the model so its memory can be freed."""
+        self.model = None  # type: ignore[assignment]
+
+
+class OpenVLAPolicy(OpenVLAFamilyPolicy):
     """OpenVLA (7B, or a tiny test build) acting in LIBERO like the reference eval."""
+
+    name = "openvla"
 
     def __init__(
         self,
@@ -99,22 +209,10 @@ class OpenVLAPolicy(Policy):
         quantization_name: str = "none",
         device: torch.device | None = None,
     ) -> None:
-        if gripper not in ("libero", "raw"):
-            raise ValueError(f"gripper must be 'libero' or 'raw', got {gripper!r}")
-        self.model = model
-        self.cfg = cfg
-        self.tokenizer = tokenizer
-        self.pixels = pixels
-        self.unnorm_key = decoding.resolve_unnorm_key(cfg.norm_stats, unnorm_key)
-        self.stats = decoding.action_stats(cfg.norm_stats, self.unnorm_key)
-        self.action_dim = int(self.stats["q01"].shape[0])
-        self.center_crop = center_crop
+        super().__init__(model, cfg, tokenizer, pixels, unnorm_key=unnorm_key, center_crop=center_crop,
+                         gripper=gripper, quantization_name=quantization_name, device=device)
         self.camera = camera
-        self.gripper = gripper
-        self.quantization_name = quantization_name
-        self.device = device or torch.device("cpu")
         self.inputs = PolicyInputs(cameras=(camera,), image_size=image_size, uses_state=False)
-        self.last_timing: dict[str, float] = {}
 
     @classmethod
     def from_pretrained(
@@ -167,67 +265,24 @@ class OpenVLAPolicy(Policy):
 
     def preprocess(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor]:
         """Observation -> (input_ids (1, L), pixel_values (1, 6, 224, 224)) on the model device."""
-        try:
-            frame = observation["images"][self.camera]
-        except KeyError as exc:
-            raise KeyError(
-                f"observation has no image for camera {self.camera!r}; build the env from policy.inputs"
-            ) from exc
-        img = images.reference_image(np.asarray(frame), MODEL_IMAGE_SIZE, center_crop=self.center_crop)
+        img = self.camera_image(observation, self.camera)
         pixel_values = self.pixels(img)[None].to(self.device)
-        ids = torch.tensor(
-            [self.tokenizer.encode_prompt(str(observation["instruction"]))], device=self.device
-        )
-        return ids, pixel_values
+        return self.prompt_ids(observation), pixel_values
+
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+        """Greedy generation; the last ``action_dim`` ids, as the reference takes them."""
+        ids, pixel_values = inputs
+        generated = self.model.generate_greedy(ids, pixel_values, self.action_dim, self.tokenizer.eos_id)
+        # As the reference: the last action_dim ids (prompt ids if EOS stopped generation early).
+        return generated[0, -self.action_dim :].cpu().numpy()
+
+    def postprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Action token ids -> env action (float32 (1, action_dim))."""
+        return self.decode(raw)
 
     def decode(self, token_ids: np.ndarray) -> np.ndarray:
         """Last ``action_dim`` generated ids -> env action (float32 (1, action_dim))."""
         normalized = decoding.tokens_to_normalized_actions(
             token_ids, self.cfg.action_vocab_size, self.cfg.n_action_bins
         )
-        actions = decoding.unnormalize(normalized, self.stats)
-        if self.gripper == "libero":
-            actions = decoding.libero_gripper(actions)
-        return actions.astype(np.float32)[None]
-
-    def act(self, observation: Observation) -> np.ndarray:
-        """One action, (1, action_dim) float32; timings (ms) land in :attr:`last_timing`."""
-        t0 = time.perf_counter()
-        ids, pixel_values = self.preprocess(observation)
-        t1 = time.perf_counter()
-        generated = self.model.generate_greedy(ids, pixel_values, self.action_dim, self.tokenizer.eos_id)
-        # As the reference: the last action_dim ids (prompt ids if EOS stopped generation early).
-        tokens = generated[0, -self.action_dim :].cpu().numpy()
-        t2 = time.perf_counter()
-        out = self.decode(tokens)
-        t3 = time.perf_counter()
-        self.last_timing = {
-            "preprocess_ms": 1e3 * (t1 - t0),
-            "model_ms": 1e3 * (t2 - t1),
-            "postprocess_ms": 1e3 * (t3 - t2),
-        }
-        return out
-
-    def info(self) -> PolicyInfo:
-        """Weights, dtype, quantization and device for ``results.json``."""
-        from vla_gym.quantization import describe_weights
-
-        nbytes, dtype = describe_weights(self.model)
-        return PolicyInfo(
-            name="openvla",
-            action_dim=self.action_dim,
-            chunk_size=1,
-            weight_bytes=nbytes,
-            dtype=dtype,
-            quantization=self.quantization_name,
-            device=str(self.device),
-            extra={
-                "unnorm_key": self.unnorm_key,
-                "center_crop": self.center_crop,
-                "image_size": self.inputs.image_size,
-            },
-        )
-
-    def close(self) -> None:
-        """Drop the model so its memory can be freed."""
-        self.model = None  # type: ignore[assignment]
+        return self.to_env_actions(normalized)[None]

@@ -14,7 +14,6 @@ Per call (``prismatic/extern/hf/modeling_prismatic.py`` of moojink/openvla-oft):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,20 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from vla_gym.policies.openvla import decoding, images
+from vla_gym.policies.openvla import decoding
 from vla_gym.policies.openvla.config import OpenVLAConfig
 from vla_gym.policies.openvla.errors import CheckpointError
 from vla_gym.policies.openvla.modeling import OpenVLAModel
 from vla_gym.policies.openvla.policy import (
-    MODEL_IMAGE_SIZE,
     REFERENCE_RENDER_SIZE,
+    OpenVLAFamilyPolicy,
     load_openvla_model,
     resolve_device,
 )
 from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
 from vla_gym.policies.openvla_oft.heads import L1RegressionActionHead, ProprioProjector
 
-from vla_gym.policy import Observation, Policy, PolicyInfo, PolicyInputs
+from vla_gym.policy import Observation, PolicyInputs
 
 PLACEHOLDER_ID = 1  # OFT fills action slots with torch.ones (their embeddings are zeroed anyway)
 STOP_ID = 2  # '</s>'
@@ -133,8 +132,10 @@ class OFTModel(nn.Module):
         return out.float()
 
 
-class OpenVLAOFTPolicy(Policy):
+class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
     """OpenVLA-OFT LIBERO policy: (8, 7) chunk per call from agentview + wrist + 8-D proprio."""
+
+    name = "openvla_oft"
 
     def __init__(
         self,
@@ -151,31 +152,19 @@ class OpenVLAOFTPolicy(Policy):
         quantization_name: str = "none",
         device: torch.device | None = None,
     ) -> None:
-        if gripper not in ("libero", "raw"):
-            raise ValueError(f"gripper must be 'libero' or 'raw', got {gripper!r}")
-        self.model = model
-        self.cfg = cfg
-        self.tokenizer = tokenizer
-        self.pixels = pixels
-        self.unnorm_key = decoding.resolve_unnorm_key(cfg.norm_stats, unnorm_key)
-        self.stats = decoding.action_stats(cfg.norm_stats, self.unnorm_key)
+        super().__init__(model, cfg, tokenizer, pixels, unnorm_key=unnorm_key, center_crop=center_crop,
+                         gripper=gripper, quantization_name=quantization_name, device=device)
         proprio = cfg.norm_stats[self.unnorm_key].get("proprio")
         if not proprio or "q01" not in proprio:
             raise CheckpointError(f"statistics for {self.unnorm_key!r} lack proprio q01/q99 (needed by OFT)")
         self.proprio_stats = proprio
         head = model.action_head
-        if head.action_dim != self.stats["q01"].shape[0]:
+        if head.action_dim != self.action_dim:
             raise CheckpointError(
-                f"action head predicts {head.action_dim}-D actions, "
-                f"statistics have {self.stats['q01'].shape[0]}"
+                f"action head predicts {head.action_dim}-D actions, statistics have {self.action_dim}"
             )
-        self.center_crop = center_crop
         self.cameras = tuple(cameras)
-        self.gripper = gripper
-        self.quantization_name = quantization_name
-        self.device = device or torch.device("cpu")
         self.inputs = PolicyInputs(cameras=self.cameras, image_size=image_size, uses_state=True)
-        self.last_timing: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(max_workers=len(self.cameras), thread_name_prefix="oft-pre")
 
     @classmethod
@@ -267,71 +256,30 @@ class OpenVLAOFTPolicy(Policy):
                 raise KeyError(
                     f"observation has no image for camera {cam!r}; build the env from policy.inputs"
                 )
-
-        def one(cam: str) -> torch.Tensor:
-            img = images.reference_image(
-                np.asarray(observation["images"][cam]), MODEL_IMAGE_SIZE, self.center_crop
-            )
-            return self.pixels(img)
-
         # numpy, PIL and simplejpeg release the GIL: the cameras are processed in parallel.
-        frames = list(self._pool.map(one, self.cameras))
+        frames = list(self._pool.map(lambda cam: self.pixels(self.camera_image(observation, cam)), self.cameras))
         pixel_values = torch.cat(frames, dim=0)[None].to(self.device)
         state = np.asarray(observation["state"], dtype=np.float64)
         proprio = decoding.normalize_proprio(state, self.proprio_stats)
         proprio_t = torch.tensor(proprio, dtype=torch.float32, device=self.device)[None]
-        ids = torch.tensor(
-            [self.tokenizer.encode_prompt(str(observation["instruction"]))], device=self.device
-        )
-        return ids, pixel_values, proprio_t
+        return self.prompt_ids(observation), pixel_values, proprio_t
 
-    def postprocess(self, normalized: np.ndarray) -> np.ndarray:
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> np.ndarray:
+        """Parallel decoding: the (chunk, action_dim) normalised actions of the L1 head."""
+        return self.model.predict(*inputs)[0].cpu().numpy()
+
+    def postprocess(self, raw: np.ndarray) -> np.ndarray:
         """(chunk, action_dim) in [-1, 1] -> env actions (OFT un-normalisation, LIBERO gripper)."""
-        actions = decoding.unnormalize(normalized.astype(np.float64), self.stats, eps=1e-8)
-        if self.gripper == "libero":
-            actions = decoding.libero_gripper(actions)
-        return actions.astype(np.float32)
+        return self.to_env_actions(raw, eps=1e-8)
 
-    def act(self, observation: Observation) -> np.ndarray:
-        """(8, 7) float32 chunk; timings (ms) in :attr:`last_timing`."""
-        t0 = time.perf_counter()
-        ids, pixel_values, proprio = self.preprocess(observation)
-        t1 = time.perf_counter()
-        normalized = self.model.predict(ids, pixel_values, proprio)[0].cpu().numpy()
-        t2 = time.perf_counter()
-        out = self.postprocess(normalized)
-        t3 = time.perf_counter()
-        self.last_timing = {
-            "preprocess_ms": 1e3 * (t1 - t0),
-            "model_ms": 1e3 * (t2 - t1),
-            "postprocess_ms": 1e3 * (t3 - t2),
-        }
-        return out
-
-    def info(self) -> PolicyInfo:
-        """Weights, dtype, quantization and device for ``results.json``."""
-        from vla_gym.quantization import describe_weights
-
-        nbytes, dtype = describe_weights(self.model)
-        return PolicyInfo(
-            name="openvla_oft",
-            action_dim=self.model.action_head.action_dim,
-            chunk_size=self.model.action_head.num_actions_chunk,
-            weight_bytes=nbytes,
-            dtype=dtype,
-            quantization=self.quantization_name,
-            device=str(self.device),
-            extra={
-                "unnorm_key": self.unnorm_key,
-                "center_crop": self.center_crop,
-                "image_size": self.inputs.image_size,
-            },
-        )
+    @property
+    def chunk_size(self) -> int:
+        """Actions per call: the head's chunk length (8 on LIBERO)."""
+        return self.model.action_head.num_actions_chunk
 
     def close(self) -> None:
         """Drop the model and the preprocessing threads."""
         self._pool.shutdown(wait=False)
-        self.model = None  # type: ignore[assignment]
-
+        super().close()
 
 __all__ = ["OFTModel", "OpenVLAOFTPolicy", "find_component", "load_component", "merge_lora"]

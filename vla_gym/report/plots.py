@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vla_gym.report.files import atomic_write_bytes
+from vla_gym.results import atomic_write_bytes
 from vla_gym.report.load import UNPERTURBED
 from vla_gym.report.tables import Row
 
