@@ -134,9 +134,6 @@ def _restore_buffers(model: nn.Module, kept: dict[str, torch.Tensor], dev: torch
 
 
 def _weight_only(model: nn.Module, name: str, node: Mapping[str, Any], dev: torch.device) -> None:
-
-    import torch
-
     compute = _dtype(str(node.get("dtype", "bf16")))
     skip = list(node.get("skip_modules", DEFAULT_SKIP))
     backend = str(node.get("backend", "auto"))
@@ -157,7 +154,6 @@ def _weight_only(model: nn.Module, name: str, node: Mapping[str, Any], dev: torc
         _bitsandbytes(model, name, compute, dev, targets, node)
     else:
         raise QuantizationError(f"quantization backend {backend!r} unknown; use auto, quanto or bitsandbytes")
-    del torch
 
 
 def _quanto(model: nn.Module, name: str, compute: torch.dtype, dev: torch.device, targets: list[str]) -> None:
