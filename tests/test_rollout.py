@@ -103,6 +103,7 @@ def test_a_crashing_episode_is_recorded_and_the_run_goes_on(tmp_path, subprocess
     records = load_records(out / "episodes.jsonl")
     assert [r.episode_index for r in records] == [0, 1]
     assert all(r.error and "IndexError" in r.error and not r.success for r in records)
+    assert all(r.task == "Lift" and r.instruction == "pick up the red cube" for r in records)
     assert json.loads((out / "results.json").read_text())["overall"]["errors"] == 2
 
 

@@ -87,6 +87,20 @@ def resolve_tasks(cfg: DictConfig) -> list[int]:
     return [resolve_task(suite, t) for t in items]
 
 
+def suite_name(cfg: DictConfig) -> str:
+    """The suite recorded with each episode: the LIBERO suite, or ``robosuite``."""
+    return cfg.env.id.split("/", 1)[1] if cfg.env.kind == "libero" else "robosuite"
+
+
+def task_label(cfg: DictConfig, task_index: int) -> str:
+    """A task's name, known without building its env (so crashed episodes are named too)."""
+    if cfg.env.kind == "libero":
+        from vla_gym.envs.libero import task_names
+
+        return task_names(suite_name(cfg))[task_index]
+    return cfg.env.id.split("/", 1)[1]
+
+
 def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: bool):
     """Build the env the policy needs: its cameras at its size, video view, perturbations."""
     import gymnasium as gym
@@ -231,11 +245,11 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
     total = len(tasks) * n_eps
     bar = tqdm(total=total, initial=sum(1 for r in records), desc="episodes", unit="ep", dynamic_ncols=True)
     try:
+        suite = suite_name(cfg)
         for task_index in tasks:
-            todo = [e for e in range(n_eps)]
             env = None
-            for ep in todo:
-                suite = cfg.env.id.split("/", 1)[1] if cfg.env.kind == "libero" else "robosuite"
+            task_name, instruction = task_label(cfg, task_index), ""
+            for ep in range(n_eps):
                 if (suite, task_index, ep) in done:
                     continue
                 record_video = bool(cfg.video.enabled) and ep < int(cfg.video.max_per_task)
@@ -246,6 +260,7 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
                 try:
                     if env is None:
                         env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled))
+                        instruction = env.unwrapped.instruction
                     res, frames = run_episode(env, executor, seed=seed, init_state_id=init_id,
                                               record_video=record_video, video_size=int(cfg.video.size),
                                               cameras=tuple(policy.inputs.cameras))
@@ -255,8 +270,6 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
                     if env is not None:
                         env.close()
                     env = None  # a crashed simulator is rebuilt for the next episode
-                base = env.unwrapped if env is not None else None
-                task_name = getattr(base, "task_name", str(task_index)) if base else str(task_index)
                 video_rel = None
                 if frames:
                     outcome = "success" if res.get("success") else "failure"
@@ -265,7 +278,7 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
                 record = EpisodeRecord(
                     suite=suite, task=task_name, task_index=task_index,
                     init_state_id=res.get("init_state_id", init_id), episode_index=ep, seed=seed,
-                    instruction=res.get("instruction", getattr(base, "instruction", "")),
+                    instruction=res.get("instruction", instruction),
                     success=bool(res.get("success", False)), steps=int(res.get("steps", 0)),
                     sum_reward=float(res.get("sum_reward", 0.0)), wall_s=time.perf_counter() - t0,
                     latency_ms_mean=res.get("latency_ms_mean", 0.0), latency_ms_p95=res.get("latency_ms_p95", 0.0),
