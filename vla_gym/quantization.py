@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 NAMES = ("none", "fp32", "fp16", "bf16", "int8", "int4")
-DEFAULT_SKIP = ("lm_head", "action_head", "proprio_projector")
+DEFAULT_SKIP = ("lm_head", "action_head", "proprio_projector", "scale", "shift")  # scale/shift: FiLM
 
 
 class QuantizationError(ValueError):

@@ -6,6 +6,7 @@
     OUTDIR/openvla-prismatic/  Prismatic training run (checkpoints/latest-checkpoint.pt)
     OUTDIR/openvla-oft/        OpenVLA-OFT LIBERO fine-tune (merged weights, action head,
                                proprio projector, lora_adapter/, dataset_statistics.json)
+    OUTDIR/openvla-oft-film/   the same + vision_backbone--150000_checkpoint.pt (FiLM)
 
 File names, config keys and parameter names are those of the releases; only sizes are tiny
 (ViTs of width 32/48 and depth 3, a 2-layer Llama of width 64, a 1024-piece vocabulary whose
@@ -318,17 +319,19 @@ def write_prismatic_run(out: Path, state: dict[str, torch.Tensor], stats: dict[s
 
 def make_all(outdir: Path, seed: int = 0) -> dict[str, Path]:
     """Write every tiny checkpoint under ``outdir``; returns their paths by name."""
-    from vla_gym.policies.openvla_oft.make_tiny import write_oft_checkpoint
+    from vla_gym.policies.openvla_oft.make_tiny import write_film_checkpoint, write_oft_checkpoint
 
     outdir = Path(outdir)
     stats = norm_stats("libero_spatial_no_noops", with_proprio=False)
     state = write_hf_checkpoint(outdir / "openvla", stats, seed)
     write_prismatic_run(outdir / "openvla-prismatic", state, stats)
     write_oft_checkpoint(outdir / "openvla-oft", base_state=state, seed=seed + 1)
+    write_film_checkpoint(outdir / "openvla-oft-film", outdir / "openvla-oft", base_state=state, seed=seed + 2)
     return {
         "openvla": outdir / "openvla",
         "openvla-prismatic": outdir / "openvla-prismatic",
         "openvla-oft": outdir / "openvla-oft",
+        "openvla-oft-film": outdir / "openvla-oft-film",
     }
 
 

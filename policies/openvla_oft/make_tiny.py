@@ -9,11 +9,17 @@
     proprio_projector--150000_checkpoint.pt                   proprio projector (DDP "module." keys)
     lora_adapter/adapter_config.json, adapter_model.safetensors  the LoRA (peft) before merging
 
+and a FiLM variant (``openvla-oft-film/``): the same files plus ``vision_backbone--150000_checkpoint.pt``,
+the ``state_dict()`` of the FiLMed, PEFT-wrapped vision backbone as ``finetune.py`` saves it
+(``vla.module.vision_backbone``: no ``module.`` prefix; unmerged ``base_layer``/``lora_A``/``lora_B``
+entries, LoRA rank 32 so ``alpha = min(r, 16)`` scales by 0.5; FiLM ``scale``/``shift`` in float32).
+
 Written by :func:`vla_gym.policies.openvla.make_tiny.make_all`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -32,6 +38,9 @@ LORA_TARGETS = [
     "up_proj",
     "down_proj",
 ]
+# peft "all-linear" (0.11, suffix matching) on OpenVLA also hits SigLIP's attention pool q / kv.
+FILM_LORA_TARGETS = [*LORA_TARGETS, "q", "kv"]
+FILM_LORA_RANK = 32
 STEP = 150000
 
 
@@ -84,3 +93,47 @@ def write_oft_checkpoint(out: Path, base_state: dict[str, torch.Tensor], seed: i
     for module, name in ((head, "action_head"), (proj, "proprio_projector")):
         state = {f"module.{k}": v for k, v in module.state_dict().items()}  # saved from a DDP wrapper
         torch.save(state, out / f"{name}--{STEP}_checkpoint.pt")
+
+
+def write_film_checkpoint(
+    out: Path, oft_dir: Path, base_state: dict[str, torch.Tensor], seed: int = 2
+) -> dict[str, torch.Tensor]:
+    """Copy the tiny OFT checkpoint and add a FiLM ``vision_backbone--<step>_checkpoint.pt``.
+
+    Mirrors finetune.py: LoRA on the base VLA first, then the FiLM wrapper (so ``scale``/``shift``
+    get no LoRA), then ``torch.save(vision_backbone.state_dict())``. Returns the saved state.
+    """
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+    from vla_gym.policies.openvla.config import OpenVLAConfig
+    from vla_gym.policies.openvla.loader import build_on_meta, load_into, materialize_buffers
+    from vla_gym.policies.openvla.modeling import OpenVLAModel
+    from vla_gym.policies.openvla_oft.film import FiLMedPrismaticVisionBackbone
+
+    out = Path(out)
+    shutil.copytree(oft_dir, out, dirs_exist_ok=True)
+    cfg = OpenVLAConfig.from_dict(json.loads((out / "config.json").read_text()))
+    model = build_on_meta(lambda: OpenVLAModel(cfg))
+    load_into(model, {k: v.clone() for k, v in base_state.items()}, "tiny base")
+    materialize_buffers(model)
+    torch.manual_seed(seed)
+    lora = LoraConfig(
+        r=FILM_LORA_RANK,
+        lora_alpha=min(FILM_LORA_RANK, 16),
+        lora_dropout=0.0,
+        target_modules=FILM_LORA_TARGETS,
+        init_lora_weights="gaussian",
+    )
+    peft_model = get_peft_model(model, lora)
+    inner = peft_model.base_model.model
+    inner.vision_backbone = FiLMedPrismaticVisionBackbone(inner.vision_backbone, cfg.llm_dim)
+    with torch.no_grad():
+        for name, p in inner.vision_backbone.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.02)
+            elif ".scale." in name or ".shift." in name:  # make FiLM clearly instruction-dependent
+                p.normal_(0.0, 0.5 if name.endswith("weight") else 0.05)
+    state = {k: v.detach().clone().contiguous() for k, v in inner.vision_backbone.state_dict().items()}
+    torch.save(state, out / f"vision_backbone--{STEP}_checkpoint.pt")
+    return state

@@ -7,6 +7,9 @@ Per call (``prismatic/extern/hf/modeling_prismatic.py`` of moojink/openvla-oft):
 2. Sequence ``<s>, [2 x 256 patches, proprio token], prompt..., 29871, 56 zeroed action
    embeddings, </s>``, run through Llama with **full bidirectional attention** (OFT ships a
    transformers fork that drops the causal mask; here a 4-D all-true mask does the same).
+   With FiLM (``vision_backbone--*_checkpoint.pt``), the towers are conditioned on the mean of
+   the raw embeddings of ``<s>, prompt..., 29871, </s>`` (all but the action slots), computed
+   before the action embeddings are zeroed; see :mod:`vla_gym.policies.openvla_oft.film`.
 3. Hidden states (after the final norm) at the 56 positions starting at the empty piece
    29871 (each position predicts the next token) -> L1 head -> (8, 7) in [-1, 1] ->
    un-normalised with q01/q99 (+1e-8) and mask -> LIBERO gripper post-processing.
@@ -33,6 +36,7 @@ from vla_gym.policies.openvla.policy import (
     resolve_device,
 )
 from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
+from vla_gym.policies.openvla_oft.film import FiLMedPrismaticVisionBackbone, load_film_backbone
 from vla_gym.policies.openvla_oft.heads import L1RegressionActionHead, ProprioProjector
 
 from vla_gym.policy import Observation, PolicyInputs
@@ -92,6 +96,28 @@ def merge_lora(model: OpenVLAModel, adapter_dir: Path) -> OpenVLAModel:
     return peft_model.merge_and_unload()
 
 
+def resolve_use_film(checkpoint: Path, use_film: bool | None) -> bool:
+    """FiLM on iff ``vision_backbone--*_checkpoint.pt`` exists; an explicit flag must agree."""
+    files = (
+        sorted(p.name for p in checkpoint.iterdir() if "vision_backbone" in p.name and "checkpoint" in p.name)
+        if checkpoint.is_dir()
+        else []
+    )
+    if use_film is None:
+        return bool(files)
+    if use_film and not files:
+        raise CheckpointError(
+            f"use_film=True but {checkpoint} has no vision_backbone--<step>_checkpoint.pt (the FiLMed "
+            "vision backbone finetune.py saves); copy it from the run or set use_film to null/false"
+        )
+    if not use_film and files:
+        raise CheckpointError(
+            f"use_film=False but {checkpoint} holds {files}: this is a FiLM checkpoint and running it "
+            "without FiLM gives a policy it was never trained as; set use_film to null or true"
+        )
+    return use_film
+
+
 class OFTModel(nn.Module):
     """VLA backbone + action head + proprio projector: one module, so quantization sees all of it."""
 
@@ -102,6 +128,11 @@ class OFTModel(nn.Module):
         self.vla = vla
         self.action_head = action_head
         self.proprio_projector = proprio_projector
+
+    @property
+    def use_film(self) -> bool:
+        """Whether the vision towers are FiLM-conditioned on the instruction."""
+        return isinstance(self.vla.vision_backbone, FiLMedPrismaticVisionBackbone)
 
     @torch.no_grad()
     def predict(
@@ -115,11 +146,15 @@ class OFTModel(nn.Module):
         stop = torch.full((b, 1), STOP_ID, dtype=input_ids.dtype, device=input_ids.device)
         ids = torch.cat([input_ids, fill, stop], dim=1)
         text = self.vla.language_model.get_input_embeddings()(ids)
+        dtype = self.vla.compute_dtype
+        if self.use_film:  # reference: input_embeddings[~all_actions_mask], before zeroing
+            language = torch.cat([text[:, :prompt_len], text[:, -1:]], dim=1)
+            vision = self.vla.projector(self.vla.vision_backbone(pixel_values.to(dtype), language))
+        else:
+            vision = self.vla.embed_images(pixel_values.to(dtype))
         keep = torch.ones(ids.shape[1], dtype=text.dtype, device=text.device)
         keep[prompt_len : prompt_len + n_act] = 0
         text = text * keep[None, :, None]
-        dtype = self.vla.compute_dtype
-        vision = self.vla.embed_images(pixel_values.to(dtype))
         proprio_token = self.proprio_projector(proprio.to(next(self.proprio_projector.parameters()).dtype))
         patches = torch.cat([vision, proprio_token[:, None].to(vision.dtype)], dim=1)
         embeds = torch.cat([text[:, :1], patches, text[:, 1:]], dim=1)
@@ -179,7 +214,7 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
         cameras: tuple[str, ...] | list[str] = ("agentview", "wrist"),
         lora_adapter: str | Path | None = None,
         num_actions_chunk: int = 8,
-        use_film: bool = False,
+        use_film: bool | None = None,
         gripper: str = "libero",
         quantization: Mapping[str, Any] | None = None,
     ) -> OpenVLAOFTPolicy:
@@ -197,23 +232,25 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
                 released OFT checkpoints, whose weights are already merged (finetune.py saves
                 both; merging again would apply the LoRA twice).
             num_actions_chunk: Chunk length the head was trained for (8 on LIBERO).
-            use_film: FiLM checkpoints (ALOHA) are not supported; True raises.
+            use_film: FiLM language conditioning of the vision towers. None (default) = detect:
+                on iff ``vision_backbone--*_checkpoint.pt`` is present. True without that file, or
+                False with it, is a :class:`CheckpointError` (the reference would silently run a
+                FiLM checkpoint unconditioned, or fail on a missing file).
             gripper: ``libero`` post-processing or ``raw``.
             quantization: Hydra quantization node (heads are kept unquantized, as the reference).
         """
         from vla_gym.quantization import apply_quantization
 
         path = Path(checkpoint).expanduser()
-        film_files = [p.name for p in path.glob("vision_backbone--*checkpoint.pt")] if path.is_dir() else []
-        if use_film or film_files:
-            raise NotImplementedError(
-                f"FiLM OFT checkpoints (use_film / {film_files}) are not supported yet; the LIBERO OFT "
-                "releases do not use FiLM"
-            )
+        film = resolve_use_film(path, use_film)
         dev = resolve_device(device)
         vla, cfg, hf_dir = load_openvla_model(path)
         if lora_adapter is not None:
             vla = merge_lora(vla, Path(lora_adapter).expanduser())
+        if film:
+            backbone = FiLMedPrismaticVisionBackbone(vla.vision_backbone, cfg.llm_dim, device="meta")
+            load_film_backbone(backbone, find_component(path, "vision_backbone"), vla.compute_dtype)
+            vla.vision_backbone = backbone
         head = L1RegressionActionHead(cfg.llm_dim, action_dim=7, num_actions_chunk=num_actions_chunk)
         head_file = find_component(path, "action_head")
         head_state = load_component(head_file)
@@ -282,4 +319,11 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
         self._pool.shutdown(wait=False)
         super().close()
 
-__all__ = ["OFTModel", "OpenVLAOFTPolicy", "find_component", "load_component", "merge_lora"]
+__all__ = [
+    "OFTModel",
+    "OpenVLAOFTPolicy",
+    "find_component",
+    "load_component",
+    "merge_lora",
+    "resolve_use_film",
+]

@@ -12,14 +12,26 @@ from safetensors.torch import load_file
 from vla_gym.policies.openvla import CheckpointError, decoding, images, load_openvla_model
 from vla_gym.policies.openvla.make_tiny import ACTION_STATS, PROPRIO_STATS
 from vla_gym.policies.openvla_oft import OpenVLAOFTPolicy
+from vla_gym.policies.openvla.config import OpenVLAConfig
+from vla_gym.policies.openvla.modeling import PrismaticVisionBackbone
+from vla_gym.policies.openvla_oft.film import FiLMedPrismaticVisionBackbone, load_film_backbone
+from vla_gym.policies.openvla_oft.make_tiny import FILM_LORA_RANK
 from vla_gym.policies.openvla_oft.policy import load_component, merge_lora
 
 from tests.policies.helpers import observation
 
 
+FILM_FILE = "vision_backbone--150000_checkpoint.pt"
+
+
 @pytest.fixture(scope="module")
 def oft(tiny_dirs) -> OpenVLAOFTPolicy:
     return OpenVLAOFTPolicy.from_pretrained(tiny_dirs["openvla-oft"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def oft_film(tiny_dirs) -> OpenVLAOFTPolicy:
+    return OpenVLAOFTPolicy.from_pretrained(tiny_dirs["openvla-oft-film"], device="cpu")
 
 
 def test_checkpoint_layout_and_component_names(tiny_dirs):
@@ -162,13 +174,6 @@ def test_missing_proprio_statistics_are_refused(tiny_copy):
         OpenVLAOFTPolicy.from_pretrained(d, device="cpu")
 
 
-def test_film_checkpoints_are_refused_explicitly(tiny_copy):
-    d = tiny_copy("openvla-oft")
-    (d / "vision_backbone--150000_checkpoint.pt").write_bytes(b"")
-    with pytest.raises(NotImplementedError, match="FiLM"):
-        OpenVLAOFTPolicy.from_pretrained(d, device="cpu")
-
-
 def test_hydra_config_instantiates_the_policy(tiny_dirs):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -185,3 +190,188 @@ def test_hydra_config_instantiates_the_policy(tiny_dirs):
 
 def test_gripper_uses_reference_conventions():
     assert decoding.libero_gripper(np.array([[0.0] * 6 + [1.0]]))[0, -1] == -1.0
+
+
+# --- FiLM ---------------------------------------------------------------------------------------
+
+
+def _fresh_film_backbone(policy: OpenVLAOFTPolicy) -> FiLMedPrismaticVisionBackbone:
+    cfg: OpenVLAConfig = policy.cfg
+    return FiLMedPrismaticVisionBackbone(PrismaticVisionBackbone(cfg).to(torch.bfloat16), cfg.llm_dim, device="meta")
+
+
+def _language(policy: OpenVLAOFTPolicy, instruction: str) -> torch.Tensor:
+    """Raw embeddings of ``<s> prompt 29871 </s>`` (the non-action positions of the reference)."""
+    ids = policy.tokenizer.encode_prompt(instruction) + [2]
+    return policy.model.vla.language_model.get_input_embeddings()(torch.tensor([ids]))
+
+
+def test_film_checkpoint_file_is_keyed_like_finetune_py(tiny_dirs):
+    raw = torch.load(tiny_dirs["openvla-oft-film"] / FILM_FILE, weights_only=True)
+    assert not any(k.startswith("module.") for k in raw)  # vla.module.vision_backbone.state_dict()
+    blk = "vision_backbone.fused_featurizer.blocks.1."
+    assert {
+        blk + "scale.weight",
+        blk + "scale.bias",
+        blk + "shift.weight",
+        blk + "shift.bias",
+        blk + "block.norm1.weight",
+        blk + "block.attn.qkv.base_layer.weight",
+        blk + "block.attn.qkv.lora_A.default.weight",
+        blk + "block.attn.qkv.lora_B.default.weight",
+        "vision_backbone.featurizer.blocks.0.block.ls1.scale_factor",
+        "vision_backbone.featurizer.patch_embed.proj.lora_A.default.weight",
+    } <= set(raw)
+    assert not any("scale.lora_" in k or "shift.lora_" in k for k in raw)  # FiLM added after LoRA
+
+
+def test_film_checkpoint_loads_key_for_key_with_lora_merged(tiny_dirs, oft_film):
+    raw = torch.load(tiny_dirs["openvla-oft-film"] / FILM_FILE, weights_only=True)
+    backbone = oft_film.model.vla.vision_backbone
+    assert oft_film.model.use_film and isinstance(backbone, FiLMedPrismaticVisionBackbone)
+    loaded = backbone.state_dict()
+    expected = {k.replace(".base_layer.", ".") for k in raw if ".lora_" not in k}
+    assert set(loaded) == expected
+    assert all(v.dtype == torch.bfloat16 and not v.is_meta for v in loaded.values())
+    for key in expected:
+        if key in raw:  # not a LoRA layer: copied as is (cast to bf16)
+            assert torch.equal(loaded[key], raw[key].to(torch.bfloat16)), key
+    scaling = min(FILM_LORA_RANK, 16) / FILM_LORA_RANK
+    assert scaling == 0.5
+    for layer in ("vision_backbone.featurizer.blocks.2.block.attn.qkv", "vision_backbone.fused_featurizer.patch_embed.proj"):
+        base = raw[f"{layer}.base_layer.weight"]
+        a = raw[f"{layer}.lora_A.default.weight"].float().flatten(1)
+        b = raw[f"{layer}.lora_B.default.weight"].float().flatten(1)
+        want = (base.float() + (b @ a).reshape(base.shape) * scaling).to(torch.bfloat16)
+        assert torch.equal(loaded[f"{layer}.weight"], want)
+        assert not torch.equal(want, base.to(torch.bfloat16))
+        assert torch.equal(loaded[f"{layer}.bias"], raw[f"{layer}.base_layer.bias"].to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("damage", ["drop_film_key", "extra_key", "drop_lora_b"])
+def test_film_checkpoint_load_is_strict(tiny_dirs, oft_film, tmp_path, damage):
+    raw = torch.load(tiny_dirs["openvla-oft-film"] / FILM_FILE, weights_only=True)
+    if damage == "drop_film_key":
+        del raw["vision_backbone.featurizer.blocks.1.shift.bias"]
+    elif damage == "extra_key":
+        raw["vision_backbone.featurizer.blocks.3.scale.weight"] = torch.zeros(32, 64)
+    else:
+        del raw["vision_backbone.featurizer.blocks.0.block.mlp.fc1.lora_B.default.weight"]
+    file = tmp_path / FILM_FILE
+    torch.save(raw, file)
+    with pytest.raises(CheckpointError, match="blocks"):
+        load_film_backbone(_fresh_film_backbone(oft_film), file, torch.bfloat16)
+
+
+def test_ddp_prefixed_film_checkpoint_loads_the_same(tiny_dirs, oft_film, tmp_path):
+    raw = torch.load(tiny_dirs["openvla-oft-film"] / FILM_FILE, weights_only=True)
+    file = tmp_path / FILM_FILE
+    torch.save({f"module.{k}": v for k, v in raw.items()}, file)
+    backbone = _fresh_film_backbone(oft_film)
+    load_film_backbone(backbone, file, torch.bfloat16)
+    want = oft_film.model.vla.vision_backbone.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in backbone.state_dict().items())
+
+
+def test_film_makes_pixel_features_depend_on_the_instruction(oft_film):
+    _, pixel_values, _ = oft_film.preprocess(observation(wrist=True))
+    backbone = oft_film.model.vla.vision_backbone
+    with torch.no_grad():
+        pix = pixel_values[:, :6].to(torch.bfloat16)
+        a = backbone(pix, _language(oft_film, "put the bowl on the plate"))
+        b = backbone(pix, _language(oft_film, "open the top drawer of the cabinet"))
+        a2 = backbone(pix, _language(oft_film, "put the bowl on the plate"))
+    assert a.shape == (1, backbone.num_patches, backbone.embed_dim)
+    assert torch.equal(a, a2) and not torch.equal(a, b)
+
+
+def test_identity_film_equals_the_plain_backbone(oft_film):
+    """Zero gamma/beta: x * (1 + 0) + 0 == x, so the FiLMed towers reduce to the plain ones exactly."""
+    film = _fresh_film_backbone(oft_film)
+    state = {k: v.clone() for k, v in oft_film.model.vla.vision_backbone.state_dict().items()}
+    for k in state:
+        if ".scale." in k or ".shift." in k:
+            state[k].zero_()
+    film.load_state_dict(state, strict=True, assign=True)
+    plain = PrismaticVisionBackbone(oft_film.cfg).to(torch.bfloat16)
+    plain_state = {
+        k[len("vision_backbone.") :].replace(".block.", "."): v
+        for k, v in state.items()
+        if ".scale." not in k and ".shift." not in k
+    }
+    plain.load_state_dict(plain_state, strict=True)
+    _, pixel_values, _ = oft_film.preprocess(observation(wrist=True))
+    with torch.no_grad():
+        pix = pixel_values.to(torch.bfloat16)
+        want = torch.cat([plain(pix[:, :6]), plain(pix[:, 6:])], dim=1)
+        for instruction in ("put the bowl on the plate", "open the drawer"):
+            assert torch.equal(film(pix, _language(oft_film, instruction)), want)
+        # and the real (non-zero) FiLM parameters do change the features
+        assert not torch.equal(oft_film.model.vla.vision_backbone(pix, _language(oft_film, "open the drawer")), want)
+
+
+def test_film_language_is_the_mean_over_prompt_and_stop_embeddings(oft_film):
+    """As ``input_embeddings[~all_actions_mask]``: <s>, prompt, 29871 and </s>; no action slots."""
+    obs = observation(wrist=True)
+    seen = {}
+    backbone = oft_film.model.vla.vision_backbone
+    handle = backbone.register_forward_hook(lambda m, args, out: seen.update(lang=args[1].clone()))
+    try:
+        oft_film.act(obs)
+    finally:
+        handle.remove()
+    want = _language(oft_film, obs["instruction"])
+    assert torch.equal(seen["lang"], want)
+    assert seen["lang"].shape[1] == len(oft_film.tokenizer.encode_prompt(obs["instruction"])) + 1
+
+
+def test_film_policy_acts_and_follows_the_instruction(oft_film):
+    obs = observation(wrist=True)
+    chunk = oft_film.act(obs)
+    assert chunk.shape == (8, 7) and chunk.dtype == np.float32 and np.all(np.isfinite(chunk))
+    obs["instruction"] = "open the top drawer and put the bowl inside"
+    assert not np.array_equal(chunk, oft_film.act(obs))
+
+
+def test_use_film_flag_must_agree_with_the_checkpoint(tiny_dirs):
+    with pytest.raises(CheckpointError, match="use_film=True"):
+        OpenVLAOFTPolicy.from_pretrained(tiny_dirs["openvla-oft"], device="cpu", use_film=True)
+    with pytest.raises(CheckpointError, match="use_film=False"):
+        OpenVLAOFTPolicy.from_pretrained(tiny_dirs["openvla-oft-film"], device="cpu", use_film=False)
+
+
+def test_corrupted_film_checkpoint_is_a_clear_error(tiny_copy):
+    d = tiny_copy("openvla-oft-film")
+    (d / FILM_FILE).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=FILM_FILE):
+        OpenVLAOFTPolicy.from_pretrained(d, device="cpu")
+
+
+def test_film_sits_between_attention_and_mlp(oft_film):
+    """Reference order: x += attn branch; x = x * (1 + gamma) + beta; x += mlp branch."""
+    wrapped = oft_film.model.vla.vision_backbone.vision_backbone.fused_featurizer.blocks[0]
+    blk = wrapped.block
+    torch.manual_seed(0)
+    x = torch.randn(1, 5, blk.norm1.normalized_shape[0]).to(torch.bfloat16)
+    lang = _language(oft_film, "open the drawer").mean(dim=1)
+    with torch.no_grad():
+        gamma, beta = wrapped.scale(lang)[:, None], wrapped.shift(lang)[:, None]
+        h = x + blk.ls1(blk.attn(blk.norm1(x)))
+        h = h * (1 + gamma) + beta
+        want = h + blk.ls2(blk.mlp(blk.norm2(h)))
+        assert torch.equal(wrapped(x, lang), want)
+        assert not torch.equal(wrapped(x, lang), blk(x) * (1 + gamma) + beta)
+
+
+def test_int8_leaves_film_and_heads_unquantized_as_the_reference(tiny_dirs):
+    """The reference adds FiLM after its 8-bit load: scale/shift and the heads stay float."""
+    from torch import nn
+
+    policy = OpenVLAOFTPolicy.from_pretrained(tiny_dirs["openvla-oft-film"], device="cpu",
+                                              quantization={"name": "int8", "dtype": "bf16"})
+    kinds = {name.rsplit(".", 1)[-1]: type(m) for name, m in policy.model.named_modules()
+             if name.endswith((".scale", ".shift", "action_head.model.fc1"))}
+    assert kinds and all(t is nn.Linear for t in kinds.values()), kinds
+    quantized = [n for n, m in policy.model.named_modules() if "QLinear" in type(m).__name__]
+    assert any("language_model" in n for n in quantized)
+    assert policy.act(observation(wrist=True)).shape == (8, 7)
