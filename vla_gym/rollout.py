@@ -192,8 +192,9 @@ def _check_resume(out: Path, fingerprint: str) -> None:
 def format_summary(results: dict[str, Any]) -> str:
     """A plain-text table of per-task and overall success rates."""
     rows = [("task", "success", "rate", "95% CI", "mean steps")]
-    for name, s in results["per_task"].items():
-        rows.append((name[-60:], f"{s['successes']}/{s['episodes']}", f"{s['pc_success']:.1f}%",
+    for s in results["per_task"].values():
+        name = s["task"] if len(s["task"]) <= 70 else s["task"][:69] + "…"
+        rows.append((name, f"{s['successes']}/{s['episodes']}", f"{s['pc_success']:.1f}%",
                      f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]", f"{s['mean_steps']:.0f}"))
     o = results["overall"]
     rows.append(("overall", f"{o['successes']}/{o['episodes']}", f"{o['pc_success']:.1f}%",
