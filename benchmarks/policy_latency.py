@@ -41,6 +41,14 @@ def timeit(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def _numpy_image(frame: np.ndarray) -> np.ndarray:
+    """The image path with the numpy implementations (what reference_image ran before numba)."""
+    from vla_gym.policies.openvla import images
+
+    img = images.tf_lanczos3_resize_numpy(images.jpeg_roundtrip(images.reference_orientation(frame)), 224)
+    return images.tf_center_crop_resize_numpy(img)
+
+
 def stage_table(pol, frame: np.ndarray, repeats: int) -> None:
     """Per-stage cost of the reference image path for one camera, and of the prompt."""
     from vla_gym.policies.openvla import images
@@ -57,6 +65,11 @@ def stage_table(pol, frame: np.ndarray, repeats: int) -> None:
         ("normalise 2 towers", lambda: pol.pixels(cropped)),
         ("tokenise prompt", lambda: pol.tokenizer.encode_prompt("put the black bowl on the plate")),
     ]
+    # reference_image fuses these (PIL mirrors while encoding, the crop reads the resize's
+    # transposed output): the first four rows overstate the real path, timed here as a whole.
+    fused = timeit(lambda: images.reference_image(frame), repeats)[0]
+    print(f"    {'reference_image (fused)':24s} {fused:7.2f} ms")
+    print(f"    {'numpy reference (old)':24s} {timeit(lambda: _numpy_image(frame), repeats)[0]:7.2f} ms")
     total_med = total_min = 0.0
     for name, fn in stages:
         med, low = timeit(fn, repeats)

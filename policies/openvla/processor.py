@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +121,60 @@ class PixelTransform:
             sizes=sizes, means=[list(map(float, m)) for m in means], stds=[list(map(float, s)) for s in stds]
         )
 
+    @property
+    def channels(self) -> int:
+        """Output channels: 3 per tower."""
+        return 3 * len(self.sizes)
+
+    @cached_property
+    def _lut(self) -> np.ndarray:
+        """(3 * towers, 256) float32: every uint8 value through ``to_tensor`` + normalize.
+
+        Built with exactly the float32 ops of :meth:`_call_numpy` (``x / 255``, then
+        ``(x - mean) / std``), so looking pixels up in it gives bit-identical results.
+        """
+        unit = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)
+        rows = []
+        for mean, std in zip(self.means, self.stds, strict=True):
+            m = np.asarray(mean, dtype=np.float32)[:, None]
+            s = np.asarray(std, dtype=np.float32)[:, None]
+            rows.append((unit[None, :] - m) / s)
+        return np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
+
+    def into(self, image: np.ndarray, out: np.ndarray) -> bool:
+        """Write ``self(image)`` into ``out`` (float32 (3 * towers, S, S)); False if ``image``
+        needs a resize for some tower (then nothing is written; use :meth:`__call__`)."""
+        size = image.shape[0]
+        if image.ndim != 3 or image.shape[1:] != (size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"expected a square (S, S, 3) uint8 image, got {image.dtype} {image.shape}")
+        if any(s != size for s in self.sizes):
+            return False
+        if out.shape != (self.channels, size, size) or out.dtype != np.float32:
+            expected = (self.channels, size, size)
+            raise ValueError(f"out must be float32 {expected}, got {out.dtype} {out.shape}")
+        from vla_gym.policies.openvla.images import _kernels
+
+        kernels = _kernels()
+        if kernels is not None:
+            kernels[2](np.ascontiguousarray(image), self._lut, out)
+        else:  # pragma: no cover - numba comes with robosuite
+            for ch in range(self.channels):
+                np.take(self._lut[ch], image[..., ch % 3], out=out[ch])
+        return True
+
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (H, W, 3) square image -> float32 (3 * towers, S, S)."""
+        if image.shape[0] != image.shape[1]:
+            raise ValueError(f"expected a square image, got {image.shape}")
+        square_rgb = image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+        if square_rgb and all(s == image.shape[0] for s in self.sizes):
+            out = torch.empty((self.channels, image.shape[0], image.shape[1]), dtype=torch.float32)
+            self.into(image, out.numpy())
+            return out
+        return self._call_numpy(image)
+
+    def _call_numpy(self, image: np.ndarray) -> torch.Tensor:
+        """Reference implementation (any size: PIL bicubic resize per tower as the release)."""
         if image.shape[0] != image.shape[1]:
             raise ValueError(f"expected a square image, got {image.shape}")
         out = []

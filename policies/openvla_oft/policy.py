@@ -18,7 +18,6 @@ Per call (``prismatic/extern/hf/modeling_prismatic.py`` of moojink/openvla-oft):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +199,6 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
             )
         self.cameras = tuple(cameras)
         self.inputs = PolicyInputs(cameras=self.cameras, image_size=image_size, uses_state=True)
-        self._pool = ThreadPoolExecutor(max_workers=len(self.cameras), thread_name_prefix="oft-pre")
 
     @classmethod
     def from_pretrained(
@@ -293,9 +291,21 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
                 raise KeyError(
                     f"observation has no image for camera {cam!r}; build the env from policy.inputs"
                 )
-        # numpy, PIL and simplejpeg release the GIL: the cameras are processed in parallel.
-        frames = list(self._pool.map(lambda cam: self.pixels(self.camera_image(observation, cam)), self.cameras))
-        pixel_values = torch.cat(frames, dim=0)[None].to(self.device)
+        # Each camera's towers are written straight into its channel slice (no torch.cat). Serial:
+        # a 2-thread pool measured slower (median 3.0 vs 2.6 ms on 2 cores) for ~1.1 ms per camera.
+        side = self.pixels.sizes[0]
+        n_cams, n_ch = len(self.cameras), self.pixels.channels
+        pixel_values = torch.empty((1, n_ch * n_cams, side, side), dtype=torch.float32)
+        slices = pixel_values[0].numpy().reshape(n_cams, n_ch, side, side)
+
+        def fill(i: int) -> None:
+            img = self.camera_image(observation, self.cameras[i])
+            if not self.pixels.into(img, slices[i]):
+                slices[i] = self.pixels(img).numpy()
+
+        for i in range(len(self.cameras)):
+            fill(i)
+        pixel_values = pixel_values.to(self.device)
         state = np.asarray(observation["state"], dtype=np.float64)
         proprio = decoding.normalize_proprio(state, self.proprio_stats)
         proprio_t = torch.tensor(proprio, dtype=torch.float32, device=self.device)[None]
@@ -313,11 +323,6 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
     def chunk_size(self) -> int:
         """Actions per call: the head's chunk length (8 on LIBERO)."""
         return self.model.action_head.num_actions_chunk
-
-    def close(self) -> None:
-        """Drop the model and the preprocessing threads."""
-        self._pool.shutdown(wait=False)
-        super().close()
 
 __all__ = [
     "OFTModel",

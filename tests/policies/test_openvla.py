@@ -158,6 +158,43 @@ def test_image_path_matches_tensorflow_reference(crop):
     assert (diff > 0).mean() < 1e-3
 
 
+def _numpy_reference_image(upright, size, crop, jpeg=True):
+    img = images.reference_orientation(upright)
+    if jpeg:
+        img = images.jpeg_roundtrip(img)
+    img = images.tf_lanczos3_resize_numpy(img, size)
+    return images.tf_center_crop_resize_numpy(img) if crop else img
+
+
+@pytest.mark.parametrize("size", [256, 224])
+def test_numba_image_path_is_bit_identical_to_numpy(size):
+    """The numba resize + crop kernels reproduce the numpy float32 reference exactly."""
+    rng = np.random.default_rng(size)
+    frames = [make_frame(size)[::-1], rng.integers(0, 256, (size, size, 3), dtype=np.uint8)]
+    frames.append(np.clip(rng.normal(128, 70, (size, size, 3)), 0, 255).astype(np.uint8))
+    blocks = rng.integers(0, 2, (size // 8, size // 8, 3)).astype(np.uint8) * 255  # clips at 0 / 255
+    frames.append(blocks.repeat(8, 0).repeat(8, 1))
+    for frame in frames:
+        for crop in (False, True):
+            for jpeg in (True, False):
+                expected = _numpy_reference_image(frame, 224, crop, jpeg)
+                ours = images.reference_image(frame, 224, center_crop=crop, jpeg=jpeg)
+                assert np.array_equal(ours, expected)
+        resized = images.tf_lanczos3_resize_numpy(frame, 224)
+        assert np.array_equal(images.tf_lanczos3_resize(frame, 224), resized)
+        cropped = images.tf_center_crop_resize_numpy(resized)
+        assert np.array_equal(images.tf_center_crop_resize(resized), cropped)
+        smaller = images.tf_lanczos3_resize_numpy(frame, 160)
+        assert np.array_equal(images.tf_lanczos3_resize(frame, 160), smaller)
+
+
+def test_pixel_lookup_table_is_bit_identical_to_numpy(tiny_dirs):
+    pixels = PixelTransform.from_dir(tiny_dirs["openvla"], n_towers=2)
+    img = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    img.reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]  # every value in every channel
+    assert torch.equal(pixels(img), pixels._call_numpy(img))
+
+
 def test_pixel_values_are_the_hand_computed_normalisation(tiny_dirs):
     pixels = PixelTransform.from_dir(tiny_dirs["openvla"], n_towers=2)
     img = np.zeros((224, 224, 3), dtype=np.uint8)
