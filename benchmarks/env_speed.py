@@ -6,7 +6,9 @@ Configurations (each stepped with the same small random actions from the same in
 - raw: LIBERO's own env as the reference evals build it (agentview + wrist at 256, robosuite
   renders every camera inside ``step``);
 - vla (a): vla_gym with the same two cameras at 256;
-- vla (b): vla_gym with one 224 camera, as OpenVLA consumes.
+- vla (b): vla_gym with one 224 camera, as OpenVLA consumes;
+- vla (c): (b) with ``render_quality="fast"`` (no MSAA, no reflections: different pixels,
+  the mean absolute pixel difference to (b) is printed too).
 Rounds alternate between configurations so machine load affects all alike; the table shows the
 median steps/s per configuration and its ratio to raw.
 """
@@ -46,8 +48,9 @@ def make_raw(suite: str, task: int, size: int):
     return env, reset, lambda a: env.step(a)
 
 
-def make_vla(suite: str, task: int, cameras: tuple[str, ...], size: int):
-    env = gym.make(f"vla_gym/{suite}", task=task, cameras=cameras, image_size=size, max_episode_steps=10_000)
+def make_vla(suite: str, task: int, cameras: tuple[str, ...], size: int, quality: str = "reference"):
+    env = gym.make(f"vla_gym/{suite}", task=task, cameras=cameras, image_size=size, max_episode_steps=10_000,
+                   render_quality=quality)
     return env, lambda: env.reset(seed=0, options={"init_state_id": 0}), lambda a: env.step(a)
 
 
@@ -72,6 +75,7 @@ def main() -> None:
         "raw LIBERO (agentview+wrist @256)": make_raw(args.suite, args.task, 256),
         "vla_gym (a) agentview+wrist @256": make_vla(args.suite, args.task, ("agentview", "wrist"), 256),
         "vla_gym (b) agentview @224": make_vla(args.suite, args.task, ("agentview",), 224),
+        "vla_gym (c) agentview @224, fast render": make_vla(args.suite, args.task, ("agentview",), 224, "fast"),
     }
     rates: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.rounds):
@@ -81,7 +85,13 @@ def main() -> None:
     print(f"{args.suite} task {args.task}: {args.steps} steps x {args.rounds} rounds (median steps/s)")
     for name, r in rates.items():
         med = statistics.median(r)
-        print(f"  {name:38s} {med:6.2f} steps/s   {med / raw:5.2f}x raw")
+        print(f"  {name:42s} {med:6.2f} steps/s   {med / raw:5.2f}x raw")
+    ref_env, fast_env = configs["vla_gym (b) agentview @224"][0], configs["vla_gym (c) agentview @224, fast render"][0]
+    a = ref_env.reset(seed=0, options={"init_state_id": 0})[0]["images"]["agentview"].astype(int)
+    b = fast_env.reset(seed=0, options={"init_state_id": 0})[0]["images"]["agentview"].astype(int)
+    d = np.abs(a - b)
+    print(f"  fast vs reference pixels: mean |d| {d.mean():.2f}, p99 {np.percentile(d, 99):.0f}, "
+          f"{100 * (d > 8).mean():.1f} % of values differ by > 8 levels")
     for env, _, _ in configs.values():
         env.close()
 

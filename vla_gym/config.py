@@ -71,6 +71,7 @@ class RolloutConfig:
     seed: int = 7
     max_steps: Optional[int] = None
     image_size: Optional[int] = None
+    render_quality: str = "reference"
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     output_dir: str = "rollouts/latest"

@@ -114,6 +114,7 @@ def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: boo
         render_mode="rgb_array" if record_video else None,
         render_camera=cfg.video.camera,
         render_size=int(cfg.video.size),
+        render_quality=str(cfg.render_quality),
     )
     if cfg.env.kind == "libero":
         kwargs["task"] = task_index
@@ -171,7 +172,8 @@ def run_episode(env, executor, *, seed: int, init_state_id: int | None, record_v
 
 def _config_fingerprint(cfg: DictConfig) -> str:
     """Hash of everything that changes episode outcomes (not output paths or video options)."""
-    keys = ("env", "policy", "quantization", "perturbation", "seed", "max_steps", "image_size", "chunk")
+    keys = ("env", "policy", "quantization", "perturbation", "seed", "max_steps", "image_size", "render_quality",
+            "chunk")
     blob = json.dumps({k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
                        for k in keys}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -194,3 +194,19 @@ def test_create_close_loop_does_not_leak_or_print_egl_errors(subprocess_env):
     assert "EGLError" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
     first, last = (int(x) for x in proc.stdout.split("RSS_KB")[1].split())
     assert last - first < 150_000, f"max RSS grew by {(last - first) / 1024:.0f} MiB over 4 create/close cycles"
+
+
+def test_fast_render_is_an_explicit_option_with_close_but_different_pixels(env):
+    ref, _ = env.reset(seed=0, options={"init_state_id": 0})
+    fast_env = gym.make("vla_gym/libero_spatial", task=0, cameras=("agentview", "wrist"), image_size=64,
+                        render_mode="rgb_array", render_size=96, privileged=True, render_quality="fast")
+    try:
+        for _ in range(2):  # LIBERO rebuilds its GL context on reset: the setting must follow
+            fast, _ = fast_env.reset(seed=0, options={"init_state_id": 0})
+            diff = np.abs(fast["images"]["agentview"].astype(int) - ref["images"]["agentview"])
+            assert 0 < diff.mean() < 8
+            np.testing.assert_array_equal(fast["state"], ref["state"])  # physics untouched
+    finally:
+        fast_env.close()
+    with pytest.raises(ValueError, match="render_quality must be one of"):
+        LiberoEnv("libero_spatial", 0, render_quality="ultra")
