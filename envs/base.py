@@ -45,6 +45,15 @@ def _pose_space() -> spaces.Box:
     return spaces.Box(-np.inf, np.inf, shape=(POSE_DIM,), dtype=np.float32)
 
 
+def body_subtree(model: Any, root: int) -> set[int]:
+    """``root`` and all its descendant bodies in a ``mujoco.MjModel`` (bodies are ordered parents-first)."""
+    bodies = {root}
+    for b in range(root + 1, model.nbody):
+        if model.body_parentid[b] in bodies:
+            bodies.add(b)
+    return bodies
+
+
 @contextlib.contextmanager
 def seeded_global_numpy(seed: int | None):
     """Seed NumPy's global RNG for the duration of the block, then restore it.
@@ -354,10 +363,7 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         model = self._sim_env.sim.model._model
         data = self._sim_env.sim.data._data
         root = model.body(body_name).id
-        bodies = {root}
-        for b in range(model.nbody):  # bodies are ordered parents-first
-            if model.body_parentid[b] in bodies and b != 0:
-                bodies.add(b)
+        bodies = body_subtree(model, root)
         corners = []
         signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
         for g in range(model.ngeom):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,28 +45,28 @@ FILM_LORA_RANK = 32
 STEP = 150000
 
 
-def lora_merged_state(
-    base_state: dict[str, torch.Tensor], config: dict, adapter_dir: Path, seed: int, rank: int = 4
-) -> dict[str, torch.Tensor]:
-    """Make a random LoRA on the base model with peft, save it, and return the merged weights."""
+def peft_on_base(cfg: Any, base_state: dict[str, torch.Tensor], seed: int, rank: int, targets: Any) -> Any:
+    """The tiny base VLA with a freshly initialised peft LoRA (``lora_alpha = min(r, 16)``, as OFT)."""
     from peft import LoraConfig, get_peft_model
-    from vla_gym.policies.openvla.config import OpenVLAConfig
     from vla_gym.policies.openvla.loader import build_on_meta, load_into, materialize_buffers
     from vla_gym.policies.openvla.modeling import OpenVLAModel
 
-    cfg = OpenVLAConfig.from_dict(config)
     model = build_on_meta(lambda: OpenVLAModel(cfg))
     load_into(model, {k: v.clone() for k, v in base_state.items()}, "tiny base")
     materialize_buffers(model)
     torch.manual_seed(seed)
-    lora = LoraConfig(
-        r=rank,
-        lora_alpha=min(rank, 16),
-        lora_dropout=0.0,
-        target_modules=LORA_TARGETS,
-        init_lora_weights="gaussian",
-    )
-    peft_model = get_peft_model(model, lora)
+    lora = LoraConfig(r=rank, lora_alpha=min(rank, 16), lora_dropout=0.0, target_modules=targets,
+                      init_lora_weights="gaussian")
+    return get_peft_model(model, lora)
+
+
+def lora_merged_state(
+    base_state: dict[str, torch.Tensor], config: dict, adapter_dir: Path, seed: int, rank: int = 4
+) -> dict[str, torch.Tensor]:
+    """Make a random LoRA on the base model with peft, save it, and return the merged weights."""
+    from vla_gym.policies.openvla.config import OpenVLAConfig
+
+    peft_model = peft_on_base(OpenVLAConfig.from_dict(config), base_state, seed, rank, LORA_TARGETS)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:  # peft starts B at zero; make the adapter actually change weights
@@ -105,27 +106,13 @@ def write_film_checkpoint(
     """
     import shutil
 
-    from peft import LoraConfig, get_peft_model
     from vla_gym.policies.openvla.config import OpenVLAConfig
-    from vla_gym.policies.openvla.loader import build_on_meta, load_into, materialize_buffers
-    from vla_gym.policies.openvla.modeling import OpenVLAModel
     from vla_gym.policies.openvla_oft.film import FiLMedPrismaticVisionBackbone
 
     out = Path(out)
     shutil.copytree(oft_dir, out, dirs_exist_ok=True)
     cfg = OpenVLAConfig.from_dict(json.loads((out / "config.json").read_text()))
-    model = build_on_meta(lambda: OpenVLAModel(cfg))
-    load_into(model, {k: v.clone() for k, v in base_state.items()}, "tiny base")
-    materialize_buffers(model)
-    torch.manual_seed(seed)
-    lora = LoraConfig(
-        r=FILM_LORA_RANK,
-        lora_alpha=min(FILM_LORA_RANK, 16),
-        lora_dropout=0.0,
-        target_modules=FILM_LORA_TARGETS,
-        init_lora_weights="gaussian",
-    )
-    peft_model = get_peft_model(model, lora)
+    peft_model = peft_on_base(cfg, base_state, seed, FILM_LORA_RANK, FILM_LORA_TARGETS)
     inner = peft_model.base_model.model
     inner.vision_backbone = FiLMedPrismaticVisionBackbone(inner.vision_backbone, cfg.llm_dim)
     with torch.no_grad():

@@ -105,15 +105,6 @@ def movable_bodies(model: Any) -> list[int]:
     return out
 
 
-def subtree(model: Any, root: int) -> set[int]:
-    """``root`` and all its descendant bodies (bodies are ordered parents-first)."""
-    bodies = {root}
-    for b in range(root + 1, model.nbody):
-        if model.body_parentid[b] in bodies:
-            bodies.add(b)
-    return bodies
-
-
 class ModelEditWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Base of wrappers that edit the MuJoCo model (or initial state) on every reset.
 

@@ -7,7 +7,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from vla_gym.perturbations._common import ModelEditWrapper, movable_bodies, subtree
+from vla_gym.envs.base import body_subtree
+from vla_gym.perturbations._common import ModelEditWrapper, movable_bodies
 
 
 class DynamicsPerturbation(ModelEditWrapper):
@@ -85,6 +86,6 @@ class DynamicsPerturbation(ModelEditWrapper):
         friction, masses = self.factors(rng, len(objects))
         model.geom_friction[:] *= friction
         for root, factor in zip(objects, masses):
-            for b in subtree(model, root):
+            for b in body_subtree(model, root):
                 model.body_mass[b] *= factor
                 model.body_inertia[b] *= factor
