@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import replace
 
 import pytest
 
-from vla_gym.results import EpisodeRecord, aggregate, append_record, atomic_write_json, load_records, wilson_interval
+from vla_gym.results import (
+    EpisodeRecord,
+    aggregate,
+    append_record,
+    atomic_write_json,
+    current_umask,
+    load_records,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +67,36 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_json(tmp_path / "r.json", {"a": 1})
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_gives_the_umask_mode(tmp_path, umask, mode):
+    """Reports on a shared cluster must be as readable as any file the user writes (not 0600)."""
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+        (tmp_path / "plain.txt").write_text("x")  # what an ordinary write gives, for comparison
+        atomic_write_json(tmp_path / "r.json", {"a": 2})  # a rewrite keeps that mode too
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == mode
+
+
+def test_umask_fallback_without_proc(monkeypatch):
+    """Where /proc is missing the umask is read by set-and-restore, and left as it was."""
+    real_open = open
+
+    def no_proc(path, *a, **kw):
+        if str(path) == "/proc/self/status":
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    old = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # unchanged by the read
+    finally:
+        os.umask(old)

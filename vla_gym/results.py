@@ -103,13 +103,47 @@ def aggregate(records: list[EpisodeRecord], meta: dict[str, Any] | None = None) 
     }
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    ``os.umask`` can only be read by setting it: between the set and the restore every other
+    thread creating a file would get the temporary mask. Linux (>= 4.7) shows the mask in
+    ``/proc/self/status``, so that is read first; elsewhere the set-and-restore fallback keeps
+    that small race (acceptable: it lasts two system calls, and only for threads creating files).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """Mode a plain ``open(path, "w")`` would give a new file: ``0o666`` minus the umask."""
+    return 0o666 & ~current_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + rename, so readers never see half a file."""
+    """Write ``data`` to ``path`` via a temp file + rename, so readers never see half a file.
+
+    ``mkstemp`` creates the temp file with mode 0600; it is set to the mode the umask gives any
+    new file before the rename, so others on a shared cluster can read reports and results
+    exactly when they could read the user's other files.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), new_file_mode())
+            else:  # Windows before Python 3.13: only the read-only bit exists there anyway
+                os.chmod(tmp, new_file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

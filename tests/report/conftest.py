@@ -158,3 +158,103 @@ def report(runs_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
         )
     assert rc == 0, se.getvalue()
     return Built(root=runs_root, out=out, stdout=so.getvalue(), stderr=se.getvalue())
+
+
+# --- A hostile run directory: script in every string field, and in numeric fields as strings. ---
+
+PAYLOADS = [
+    '<img src=x onerror="window.__pwned=1">',
+    "<script>window.__pwned=1</script>",
+    '"><svg onload=window.__pwned=1>',
+    "</script><script>window.__pwned=1;alert(1)</script>",
+    "<!--<script>window.__pwned=1</script>",
+    "'-alert(1)-'\u2028\u2029`${alert(1)}`",
+    '<iframe srcdoc="<script>parent.__pwned=1</script>"></iframe>',
+    "javascript:window.__pwned=1",
+    "$\\badcmd{$ & <b onmouseover=alert(1)>x</b>",
+]
+STRING_FIELDS = ["suite", "task", "instruction", "error", "policy", "perturbation"]
+# Valid records only in their strings; the video names: an existing file named like markup, a
+# relative name that starts like a javascript: URL (also a file), and a missing one.
+HOSTILE_VIDEOS = [
+    "videos/<img src=x onerror=window.__pwned=1>.mp4",
+    "javascript:window.__pwned=1",
+    'videos/"><svg onload=alert(1)>.webm',
+]
+# (field, bad value): each makes a record that must be reported with file:line and skipped.
+HOSTILE_BAD_FIELDS = [
+    ("seed", '<img src=x onerror="window.__pwned=1">'),
+    ("steps", "<script>window.__pwned=1</script>"),
+    ("episode_index", '"><svg onload=window.__pwned=1>'),
+    ("task_index", "<img src=x onerror=alert(1)>"),
+    ("init_state_id", "<img src=x onerror=window.__pwned=1>"),
+    ("sum_reward", "<img src=x onerror=window.__pwned=1>"),
+    ("perturbation_strength", "<img src=x onerror=window.__pwned=1>"),
+    ("success", "false"),
+    ("steps", "forty"),
+    ("steps", True),
+    ("wall_s", float("nan")),
+    ("video", "/etc/passwd"),
+    ("video", "../../../outside.mp4"),
+    ("policy", "<img src=x onerror=window.__pwned=1>\x1b[2J"),
+    ("extra", "<img src=x onerror=window.__pwned=1>"),
+]
+HOSTILE_RAW_LINES = ["<script>window.__pwned=1</script>", '["<img src=x onerror=window.__pwned=1>"]']
+N_HOSTILE_VALID = len(PAYLOADS)
+
+
+def hostile_record(i: int) -> dict:
+    """Record ``i``: valid types, every string field a payload (rotated so each field sees each)."""
+    rec = asdict(
+        EpisodeRecord(
+            suite="",
+            task="",
+            task_index=i % 3,
+            init_state_id=i,
+            episode_index=i,
+            seed=i,
+            instruction="",
+            success=i % 2 == 0,
+            steps=10 + i,
+            sum_reward=0.0,
+            wall_s=1.0,
+            perturbation_strength=0.5,
+        )
+    )
+    for k, name in enumerate(STRING_FIELDS):
+        rec[name] = PAYLOADS[(i + k) % len(PAYLOADS)]
+    rec["video"] = HOSTILE_VIDEOS[i] if i < len(HOSTILE_VIDEOS) else None
+    rec["extra"] = {"note": PAYLOADS[i]}
+    return rec
+
+
+def build_hostile_run(run_dir: Path) -> Path:
+    """Write the hostile ``episodes.jsonl`` (valid records first, then the bad lines)."""
+    import json
+
+    run_dir.mkdir(parents=True)
+    lines = [json.dumps(hostile_record(i)) for i in range(N_HOSTILE_VALID)]
+    for field_name, bad in HOSTILE_BAD_FIELDS:
+        lines.append(json.dumps({**hostile_record(0), field_name: bad}))
+    lines += HOSTILE_RAW_LINES
+    (run_dir / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    for video in HOSTILE_VIDEOS[:2]:
+        write_video(run_dir / "tmp.mp4")
+        (run_dir / video).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / "tmp.mp4").rename(run_dir / video)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The report of the hostile run, written into the run dir itself (so a video's relative
+    path is its own name: ``javascript:...`` must stay a file path)."""
+    import contextlib
+    import io
+
+    run_dir = build_hostile_run(tmp_path_factory.mktemp("hostile") / "run")
+    so, se = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(so), contextlib.redirect_stderr(se):
+        rc = main([str(run_dir), "--out", str(run_dir)])
+    assert rc == 0, se.getvalue()
+    return Built(root=run_dir, out=run_dir, stdout=so.getvalue(), stderr=se.getvalue())

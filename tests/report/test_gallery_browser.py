@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import N_EPISODES, T1, Built
+from .conftest import HOSTILE_VIDEOS, N_EPISODES, N_HOSTILE_VALID, PAYLOADS, T1, Built
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -28,23 +28,38 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def page(report: Built):
-    """A Chromium page with the report's index.html loaded; collects page errors."""
+def browser():
+    """A headless Chromium for this module (skips when Chromium or playwright is missing)."""
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.skip(f"{CHROMIUM} not found; install it with: apt-get update && apt-get install -y chromium")
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright not installed; install it with: pip install playwright"
     )
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
+        b = p.chromium.launch(
             executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"), args=ARGS
         )
-        pg = browser.new_page()
-        pg.errors = []  # type: ignore[attr-defined]
-        pg.on("pageerror", lambda e: pg.errors.append(str(e)))  # type: ignore[attr-defined]
-        pg.goto((report.out / "index.html").as_uri())
-        yield pg
-        browser.close()
+        yield b
+        b.close()
+
+
+def _open(browser, path: Path):
+    """A new page on ``path`` that records page errors and dialogs (dismissing the dialogs)."""
+    pg = browser.new_page()
+    pg.errors = []  # type: ignore[attr-defined]
+    pg.dialogs = []  # type: ignore[attr-defined]
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))  # type: ignore[attr-defined]
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
+    pg.goto(path.as_uri())
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(browser, report: Built):
+    """A Chromium page with the report's index.html loaded; collects page errors."""
+    pg = _open(browser, report.out / "index.html")
+    yield pg
+    pg.close()
 
 
 def _shown(page) -> int:
@@ -63,6 +78,9 @@ def test_page_loads(page) -> None:
     # Escaped instruction shows as text, not as a bold element.
     assert page.locator(".instr b").count() == 0
     assert page.get_by_text('pick up the <b>black</b> bowl & "place" it').count() > 0
+    novideo = page.locator(".novideo").all_text_contents()
+    assert sum(t.startswith("video file missing:") and t.endswith("ep001_success.mp4") for t in novideo) == 1
+    assert novideo.count("no video recorded") == N_EPISODES - 4
     # Plots load from relative paths.
     assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     assert page.errors == []
@@ -120,3 +138,51 @@ def test_video_plays(page, ext: str) -> None:
     assert result["time"] >= 0.25, result
     if ext == ".mp4":  # the first video tile sits below the tables and plots
         assert result["lazy"], "videos should get their src only when scrolled near"
+
+
+def _exercise(pg) -> None:
+    """Give every payload its chance: show, hover and filter every tile, let media load."""
+    for tile in pg.locator("#tiles .tile").all():
+        tile.scroll_into_view_if_needed()
+        tile.hover()
+    for name in ("policy", "task", "perturbation"):
+        sel = f'#filters select[data-filter="{name}"]'
+        for value in pg.eval_on_selector_all(f"{sel} option", "os => os.map(o => o.value)"):
+            pg.select_option(sel, value)
+    pg.click("#reset")
+    pg.wait_for_timeout(500)  # image error and media events are asynchronous
+
+
+def test_hostile_payloads_do_not_run(browser, hostile: Built, tmp_path: Path) -> None:
+    # Control: the same payloads as raw markup from a file:// page do run and are detected.
+    control = tmp_path / "control.html"
+    control.write_text("<!doctype html><body>" + "".join(PAYLOADS) + "</body>")
+    pg = _open(browser, control)
+    pg.wait_for_timeout(500)
+    assert pg.evaluate("window.__pwned") == 1 and pg.dialogs, "the detection itself does not work"
+    pg.close()
+
+    pg = _open(browser, hostile.out / "index.html")
+    _exercise(pg)
+    assert pg.evaluate("typeof window.__pwned") == "undefined"
+    assert pg.dialogs == [] and pg.errors == []
+    # The valid records render, each payload as the literal text it is.
+    assert pg.locator("#tiles .tile").count() == N_HOSTILE_VALID
+    assert sorted(pg.locator("#tiles .instr").all_text_contents()) == sorted(PAYLOADS)
+    assert sorted(pg.locator("#tiles figcaption b").all_text_contents()) == sorted(PAYLOADS)
+    injected = "img:not(.plots img), svg, iframe, [onerror], [onload], [onmouseover], [srcdoc]"
+    assert pg.locator(injected).count() == 0
+    assert pg.locator("script").count() == 2  # the JSON block and the page's own script
+    # Videos point at files next to the report, including the one named "javascript:...".
+    srcs = pg.eval_on_selector_all("#tiles video", "vs => vs.map(v => v.src)")
+    base = hostile.out.as_uri() + "/"
+    assert sorted(srcs) == sorted(
+        base + p
+        for p in (
+            "javascript%3Awindow.__pwned%3D1",
+            "videos/%3Cimg%20src%3Dx%20onerror%3Dwindow.__pwned%3D1%3E.mp4",
+        )
+    )
+    missing = pg.locator(".novideo").all_text_contents()
+    assert any(t == "video file missing:" + HOSTILE_VIDEOS[2] for t in missing), missing
+    pg.close()

@@ -2,16 +2,25 @@
 
 It must open from ``file://`` with no server and no network: CSS and JS are inline, videos and
 plots are referenced by paths relative to the report directory (nothing is copied, so a report
-over a large sweep stays small; move the report together with its runs). Every string that
-came from a file is HTML-escaped, since instructions and task names are data, not markup.
+over a large sweep stays small; move the report together with its runs).
+
+Everything on the page that came from a run directory is data, never markup: run directories
+are shared, and a record once ran script here. The tables are HTML-escaped value by value; the
+gallery's episodes travel as one JSON document in a ``<script type="application/json">`` block
+(``<``, ``>``, ``&``, U+2028/9 escaped, so nothing in it can end the block) that the page's own
+script parses with ``JSON.parse`` and turns into elements with ``textContent``, never
+``innerHTML``. Video links are relative file paths, URL-encoded, so no value can become a
+``javascript:`` or remote URL.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from vla_gym.report.load import Episode
@@ -40,7 +49,65 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 
 _JS = """
 (function(){
-  const tiles = Array.from(document.querySelectorAll('#tiles .tile'));
+  const data = JSON.parse(document.getElementById('gallery-data').textContent);
+  const OUTCOMES = ['success', 'failure', 'error'];
+  // Only what quote() produces: a relative path, so never a scheme (javascript:) or a host.
+  const SAFE_SRC = /^[A-Za-z0-9_.~%-][A-Za-z0-9_.~%\\/-]*$/;
+  function el(tag, cls, text){
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+  function tile(ep){
+    const fig = el('figure', 'tile');
+    const outcome = OUTCOMES.includes(ep.outcome) ? ep.outcome : 'error';
+    Object.assign(fig.dataset, {policy: ep.policy, task: ep.task, perturbation: ep.perturbation,
+                                outcome: outcome, video: ep.src ? 'yes' : 'no'});
+    if (ep.src && SAFE_SRC.test(ep.src)){
+      const v = el('video');
+      v.dataset.src = ep.src;
+      v.dataset.type = ep.mime;
+      v.controls = v.muted = v.defaultMuted = v.loop = v.playsInline = true;
+      v.preload = 'metadata';
+      fig.append(v);
+    } else if (ep.src){
+      fig.append(el('div', 'novideo', 'video link refused: ' + ep.video));
+    } else if (ep.video !== null){
+      const d = el('div', 'novideo');
+      d.append('video file missing:', el('br'), ep.video);
+      fig.append(d);
+    } else {
+      fig.append(el('div', 'novideo', 'no video recorded'));
+    }
+    const cap = el('figcaption');
+    const dot = ' \\u00b7 ';
+    cap.append(el('span', 'badge ' + outcome, outcome), ' ', el('b', null, ep.policy),
+               dot + ep.perturbation, el('div', 'small', ep.task), el('div', 'instr', ep.instruction),
+               el('div', 'small', ['steps ' + ep.steps, 'episode ' + ep.episode, 'init ' + ep.init,
+                                   'seed ' + ep.seed].join(dot)));
+    if (ep.error !== null){
+      const e = el('div', 'small', 'error: ' + ep.error.slice(0, 120));
+      e.title = ep.error;
+      cap.append(e);
+    }
+    fig.append(cap);
+    return fig;
+  }
+  const box = document.getElementById('tiles');
+  box.append(...data.episodes.map(tile));
+  for (const s of document.querySelectorAll('#filters select[data-filter]')){
+    const opts = data.filters[s.dataset.filter] || [];
+    const total = opts.reduce((a, o) => a + o[1], 0);
+    const all = el('option', null, 'all (' + total + ')');
+    all.value = '';
+    s.append(all, ...opts.map(([v, n]) => {
+      const o = el('option', null, v + ' (' + n + ')');
+      o.value = v;
+      return o;
+    }));
+  }
+  const tiles = Array.from(box.querySelectorAll('.tile'));
   const selects = Array.from(document.querySelectorAll('#filters select[data-filter]'));
   const count = document.getElementById('count');
   function apply(){
@@ -79,6 +146,26 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _num(value: float, spec: str = "") -> str:
+    """A number formatted with ``spec`` and escaped: every value on the page passes an escape."""
+    return _e(format(value, spec))
+
+
+_JSON_IN_HTML = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def json_for_script(obj: Any) -> str:
+    """``obj`` as JSON that is safe inside ``<script type="application/json">``.
+
+    With ``<`` escaped no ``</script>`` or ``<!--`` can appear, ``>``/``&`` for good measure,
+    and U+2028/9 in case the text is ever evaluated as JS. ``JSON.parse`` undoes all of it.
+    NaN is refused: ``JSON.parse`` would reject the whole document (records are finite).
+    """
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False).translate(_JSON_IN_HTML)
+
+
 def _summary_table(rows: list[Row]) -> str:
     """Suite-level success table as HTML."""
     head = (
@@ -87,9 +174,9 @@ def _summary_table(rows: list[Row]) -> str:
     )
     body = "".join(
         f"<tr><td>{_e(r.policy)}</td><td>{_e(r.suite)}</td><td>{_e(r.perturbation)}</td>"
-        f"<td class=num>{r.strength:g}</td><td class=num>{100 * r.success_rate:.1f}%</td>"
-        f"<td class=num>[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]</td><td class=num>{r.episodes}</td>"
-        f"<td class=num>{r.errors}</td></tr>"
+        f"<td class=num>{_num(r.strength, 'g')}</td><td class=num>{_num(100 * r.success_rate, '.1f')}%</td>"
+        f"<td class=num>[{_num(100 * r.ci_low, '.1f')}, {_num(100 * r.ci_high, '.1f')}]</td>"
+        f"<td class=num>{_num(r.episodes)}</td><td class=num>{_num(r.errors)}</td></tr>"
         for r in rows
     )
     return f"<table id=summary-table>{head}{body}</table>"
@@ -99,13 +186,14 @@ def _sim_real_html(sr: SimReal) -> str:
     """Sim↔real metric and pair tables as HTML."""
     cond = "unperturbed sim episodes" if sr.condition == "none" else "all sim episodes (variant aggregation)"
     metrics = "".join(
-        f"<tr><td>{_e(a.scope)}</td><td class=num>{a.n}</td><td class=num>{fmt_metric(a.pearson)}</td>"
-        f"<td class=num>{fmt_metric(a.mmrv)}</td><td>{_e(a.note)}</td></tr>"
+        f"<tr><td>{_e(a.scope)}</td><td class=num>{_num(a.n)}</td>"
+        f"<td class=num>{_e(fmt_metric(a.pearson))}</td><td class=num>{_e(fmt_metric(a.mmrv))}</td>"
+        f"<td>{_e(a.note)}</td></tr>"
         for a in [sr.pooled, *sr.per_task]
     )
     pairs = "".join(
-        f"<tr><td>{_e(p.policy)}</td><td>{_e(p.task)}</td><td class=num>{p.sim:.3f}</td>"
-        f"<td class=num>{p.real:.3f}</td><td class=num>{p.episodes}</td></tr>"
+        f"<tr><td>{_e(p.policy)}</td><td>{_e(p.task)}</td><td class=num>{_num(p.sim, '.3f')}</td>"
+        f"<td class=num>{_num(p.real, '.3f')}</td><td class=num>{_num(p.episodes)}</td></tr>"
         for p in sr.pairs
     )
     out = (
@@ -126,51 +214,42 @@ def _sim_real_html(sr: SimReal) -> str:
 
 
 def video_src(ep: Episode, out_dir: Path) -> tuple[str | None, bool]:
-    """URL of the episode's video relative to ``out_dir`` and whether the file exists."""
+    """URL of the episode's video relative to ``out_dir`` and whether the file exists.
+
+    The loader already refused absolute and ``..`` paths; ``quote`` then encodes ``:``, ``?``,
+    ``#`` and the like, so the URL is always a relative file path, never a scheme.
+    """
     if not ep.record.video:
         return None, False
     path = ep.run_dir / ep.record.video
     rel = Path(os.path.relpath(path, out_dir)).as_posix()
-    return quote(rel), path.is_file()
+    return quote(rel, safe="/"), path.is_file()
 
 
-def _tile(ep: Episode, out_dir: Path) -> str:
-    """One episode: video (or a placeholder), outcome badge and what was run."""
+def _tile_data(ep: Episode, out_dir: Path) -> dict[str, Any]:
+    """What one gallery tile shows, as plain JSON values (the page renders them as text)."""
     r = ep.record
-    cond = condition_label(r.perturbation, ep.strength)
     src, exists = video_src(ep, out_dir)
-    if src and exists:
-        mime = VIDEO_TYPES.get(Path(r.video or "").suffix.lower(), "")
-        media = (
-            f'<video data-src="{_e(src)}" data-type="{_e(mime)}" controls muted loop playsinline '
-            f'preload="metadata"></video>'
-        )
-    elif src:
-        media = f"<div class=novideo>video file missing:<br>{_e(r.video)}</div>"
-    else:
-        media = "<div class=novideo>no video recorded</div>"
-    err = (
-        f'<div class=small title="{_e(r.error)}">error: {_e((r.error or "")[:120])}</div>' if r.error else ""
-    )
-    return (
-        f'<figure class=tile data-policy="{_e(ep.policy)}" data-task="{_e(ep.task_id)}" '
-        f'data-perturbation="{_e(cond)}" data-outcome="{ep.outcome}" '
-        f'data-video="{"yes" if src and exists else "no"}">'
-        f"{media}<figcaption>"
-        f'<span class="badge {ep.outcome}">{ep.outcome}</span> <b>{_e(ep.policy)}</b> · {_e(cond)}'
-        f"<div class=small>{_e(ep.task_id)}</div><div class=instr>{_e(r.instruction)}</div>"
-        f"<div class=small>steps {r.steps} · episode {r.episode_index} · init {_e(r.init_state_id)} · "
-        f"seed {r.seed}</div>{err}</figcaption></figure>"
-    )
+    return {
+        "policy": ep.policy,
+        "task": ep.task_id,
+        "perturbation": condition_label(r.perturbation, ep.strength),
+        "outcome": ep.outcome,
+        "src": src if exists else None,
+        "mime": VIDEO_TYPES.get(Path(r.video or "").suffix.lower(), ""),
+        "video": r.video,
+        "instruction": r.instruction,
+        "steps": r.steps,
+        "episode": r.episode_index,
+        "init": r.init_state_id,
+        "seed": r.seed,
+        "error": r.error,
+    }
 
 
-def _select(name: str, label: str, values: Counter) -> str:
-    """A filter select whose options show how many episodes each value has."""
-    opts = "".join(f'<option value="{_e(v)}">{_e(v)} ({n})</option>' for v, n in values.items())
-    return (
-        f'<label>{_e(label)} <select data-filter="{name}"><option value="">all ({sum(values.values())})'
-        f"</option>{opts}</select></label>"
-    )
+def _select(name: str, label: str) -> str:
+    """An empty filter select; the page fills in its options from the gallery data."""
+    return f'<label>{_e(label)} <select data-filter="{_e(name)}"></select></label>'
 
 
 def render_index(
@@ -197,29 +276,28 @@ def render_index(
     )
     conds = sorted({(e.record.perturbation != "none", e.record.perturbation, e.strength) for e in eps})
     cond_order = [condition_label(p, s) for _, p, s in conds]
-    filters = "".join(
-        [
-            _select("policy", "Policy", Counter(e.policy for e in eps)),
-            _select("task", "Task", Counter(e.task_id for e in eps)),
-            _select(
-                "perturbation",
-                "Perturbation",
-                Counter({c: 0 for c in cond_order})
-                + Counter(condition_label(e.record.perturbation, e.strength) for e in eps),
-            ),
-            _select(
-                "outcome",
-                "Outcome",
-                Counter({k: 0 for k in ("success", "failure", "error")}) + Counter(e.outcome for e in eps),
-            ),
-            _select(
-                "video",
-                "Video",
-                Counter({"yes": 0, "no": 0})
-                + Counter("yes" if video_src(e, out_dir)[1] else "no" for e in eps),
-            ),
-        ]
-    )
+    # Filter options with their episode counts; the page builds the <option>s from these.
+    options = {
+        "policy": Counter(e.policy for e in eps),
+        "task": Counter(e.task_id for e in eps),
+        "perturbation": Counter({c: 0 for c in cond_order})
+        + Counter(condition_label(e.record.perturbation, e.strength) for e in eps),
+        "outcome": Counter({k: 0 for k in ("success", "failure", "error")}) + Counter(e.outcome for e in eps),
+        "video": Counter({"yes": 0, "no": 0})
+        + Counter("yes" if video_src(e, out_dir)[1] else "no" for e in eps),
+    }
+    labels = {
+        "policy": "Policy",
+        "task": "Task",
+        "perturbation": "Perturbation",
+        "outcome": "Outcome",
+        "video": "Video",
+    }
+    filters = "".join(_select(name, labels[name]) for name in options)
+    data = {
+        "episodes": [_tile_data(e, out_dir) for e in eps],
+        "filters": {name: list(counts.items()) for name, counts in options.items()},
+    }
     imgs = "".join(
         f'<img src="{_e(quote(Path(os.path.relpath(p, out_dir)).as_posix()))}" alt="{_e(p.stem)}">'
         for p in plots
@@ -236,13 +314,15 @@ def render_index(
         sections.append(f"<h2>Plots</h2><div class=plots>{imgs}</div>")
     if sim_real is not None:
         sections.append(f"<h2>Sim ↔ real</h2>{_sim_real_html(sim_real)}")
-    tiles = "".join(_tile(e, out_dir) for e in eps)
     sections.append(
         f"<h2>Episodes</h2><div id=filters>{filters}<button id=reset type=button>reset</button> "
-        f'<span id=count aria-live="polite"></span></div><div id=tiles>{tiles}</div>'
+        f'<span id=count aria-live="polite"></span></div>'
+        "<noscript><p>The video gallery needs JavaScript.</p></noscript><div id=tiles></div>"
     )
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width,initial-scale=1'><title>vla_gym report</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(sections)}<script>{_JS}</script></body></html>\n"
+        f"<style>{_CSS}</style></head><body>{''.join(sections)}"
+        f'<script type="application/json" id=gallery-data>{json_for_script(data)}</script>'
+        f"<script>{_JS}</script></body></html>\n"
     )

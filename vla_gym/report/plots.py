@@ -23,6 +23,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
+def _plain(text: str) -> str:
+    """``text`` shown literally: names come from run directories, and ``$...$`` would be parsed
+    as mathtext (a bad expression aborts the whole report)."""
+    return text.replace("$", r"\$")
+
+
 def _save(fig: Figure, path: Path) -> Path:
     """Render ``fig`` as PNG and write it atomically."""
     FigureCanvasAgg(fig)
@@ -63,7 +69,7 @@ def plot_strength_curves(suite_rows: list[Row], out_dir: Path) -> list[Path]:
                 rs = [baseline[(policy, suite)]] + rs
             rs = sorted(rs, key=lambda r: r.strength)
             dodge = (i - (len(series) - 1) / 2) * 0.008 * span  # keep error bars apart
-            label = policy if len(suites) == 1 else f"{policy} ({suite})"
+            label = _plain(policy if len(suites) == 1 else f"{policy} ({suite})")
             ax.errorbar(
                 [r.strength + dodge for r in rs],
                 [r.success_rate for r in rs],
@@ -72,10 +78,10 @@ def plot_strength_curves(suite_rows: list[Row], out_dir: Path) -> list[Path]:
                 capsize=3,
                 label=label,
             )
-        ax.set_xlabel(f"{pert} strength")
+        ax.set_xlabel(_plain(f"{pert} strength"))
         ax.set_ylabel("success rate (Wilson 95% CI)")
         ax.set_ylim(-0.03, 1.03)
-        ax.set_title(f"Success vs {pert} strength")
+        ax.set_title(_plain(f"Success vs {pert} strength"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         paths.append(_save(fig, out_dir / f"success_vs_strength_{_slug(pert)}.png"))
@@ -106,15 +112,14 @@ def plot_per_task(task_rows: list[Row], out_dir: Path) -> list[Path]:
             by_task = {r.task: r for r in rows if r.policy == policy and r.condition == cond}
             ys = [t_i + (i - (len(series) - 1) / 2) * height for t_i, t in enumerate(tasks) if t in by_task]
             rs = [by_task[t] for t in tasks if t in by_task]
-            label = policy if clean else f"{policy} {cond}"
+            label = _plain(policy if clean else f"{policy} {cond}")
             ax.barh(ys, [r.success_rate for r in rs], height=height, xerr=_yerr(rs), capsize=2, label=label)
-        ax.set_yticks(
-            range(len(tasks)), [t if len(t) <= 48 else t[:45] + "..." for t in tasks], fontsize="small"
-        )
+        ticks = [_plain(t if len(t) <= 48 else t[:45] + "...") for t in tasks]
+        ax.set_yticks(range(len(tasks)), ticks, fontsize="small")
         ax.invert_yaxis()
         ax.set_xlim(0, 1.0)
         ax.set_xlabel("success rate (Wilson 95% CI)")
-        ax.set_title(title)
+        ax.set_title(_plain(title))
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize="small", loc="best")
         paths.append(_save(fig, out_dir / f"per_task_{_slug(suite)}.png"))

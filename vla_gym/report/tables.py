@@ -102,8 +102,12 @@ def to_csv(rows: Iterable[Row]) -> str:
 
 
 def md_cell(text: object) -> str:
-    """Make ``text`` safe inside a markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Make ``text`` safe inside a markdown table cell.
+
+    ``<`` is backslash-escaped too: names come from shared run directories, and markdown
+    viewers that pass raw HTML through would otherwise render (and run) markup in them.
+    """
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<").replace("\n", " ")
 
 
 def _table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
