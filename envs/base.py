@@ -1,9 +1,12 @@
 """Shared Gymnasium env over a robosuite-based simulation (robosuite tasks and LIBERO).
 
-The wrapped simulator is built with ``use_camera_obs=False``: robosuite then never renders
-on its own, and this class renders exactly the cameras the policy asked for, at their final
-size, once per observation. Settle steps and physics-only steps therefore cost no rendering,
-and a policy that reads one 224x224 camera never pays for a second one.
+The wrapped simulator is built with robosuite's own camera observables for exactly the
+cameras the policy asked for, at their final size: frames then come from the physics instant
+robosuite samples its observations at, the same instant as the state and as the raw env's
+``agentview_image`` the reference evals read (see :mod:`vla_gym.envs.camera_gate`). A gate
+keeps those observables from rendering during reset and all settle steps but the last, so
+frames no one sees cost nothing, and a policy that reads one 224x224 camera never pays for a
+second one.
 """
 
 from __future__ import annotations
@@ -19,8 +22,13 @@ import numpy as np
 from gymnasium import spaces
 
 from vla_gym.envs import contract
+from vla_gym.envs.camera_gate import CameraSensorGate, frames_are_bottom_up, image_key
 
 POSE_DIM = 7  # position (3) + quaternion xyzw (4)
+JOINT_LIMIT_MARGIN = 0.1
+"""rad (m for fingers) added to joint limits in the observation space: MuJoCo limits are soft."""
+EEF_REACH_BOUND_M = 1.5
+"""Half-width of the box around the robot base that bounds ``state[:3]`` (Panda reach 0.855 m + hand)."""
 RENDER_QUALITIES = ("reference", "fast")
 _LIVE_ENVS: "weakref.WeakSet[RobosuiteBackedEnv]" = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
@@ -41,8 +49,14 @@ def _register_atexit_once() -> None:
         _ATEXIT_REGISTERED = True
 
 
+WORLD_BOUND_M = 10.0
+"""Bound of privileged object positions: no physical limit exists (an object can fall off the
+table), so a box far beyond any LIBERO/robosuite scene (a few metres) keeps the space finite."""
+
+
 def _pose_space() -> spaces.Box:
-    return spaces.Box(-np.inf, np.inf, shape=(POSE_DIM,), dtype=np.float32)
+    high = np.array([WORLD_BOUND_M] * 3 + [1.0] * 4, dtype=np.float32)  # position, unit quaternion
+    return spaces.Box(-high, high, dtype=np.float32)
 
 
 def body_subtree(model: Any, root: int) -> set[int]:
@@ -135,7 +149,12 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         self.episode_seed: int | None = None
         """Simulator seed of the current episode (derived from ``np_random`` on unseeded resets)."""
 
-        self._sim_env = self._build_sim()
+        caller_rng = np.random.get_state()  # building a robosuite env resets it, drawing from np.random
+        try:
+            self._sim_env = self._build_sim()
+        finally:
+            np.random.set_state(caller_rng)
+        self._camera_gate = CameraSensorGate(self._sim_env)
         _LIVE_ENVS.add(self)
         _register_atexit_once()
         self._check_cameras([*self.cameras, *([render_camera] if render_mode else [])])
@@ -144,8 +163,20 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
 
     # ----------------------------------------------------------------- subclass hooks
     def _build_sim(self) -> Any:
-        """Create the robosuite env (``use_camera_obs=False``, offscreen renderer on)."""
+        """Create the robosuite env with :meth:`_camera_obs_kwargs` and the offscreen renderer on."""
         raise NotImplementedError
+
+    def _camera_obs_kwargs(self) -> dict[str, Any]:
+        """robosuite constructor arguments that observe exactly ``self.cameras`` at ``image_size``."""
+        if not self.cameras:
+            return {"use_camera_obs": False}
+        return {
+            "use_camera_obs": True,
+            "camera_names": [contract.mujoco_camera_name(c) for c in self.cameras],
+            "camera_heights": self.image_size,
+            "camera_widths": self.image_size,
+            "camera_depths": False,
+        }
 
     def _reset_sim(self, seed: int | None, options: dict[str, Any]) -> dict[str, np.ndarray]:
         """Put the simulation in the episode's initial state; return robosuite's obs dict."""
@@ -176,8 +207,8 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
             "instruction": spaces.Text(
                 max_length=contract.INSTRUCTION_MAX_LENGTH, charset=contract.INSTRUCTION_CHARSET
             ),
-            "state": spaces.Box(-np.inf, np.inf, shape=(contract.STATE_DIM,), dtype=np.float32),
-            "joint_pos": spaces.Box(-np.inf, np.inf, shape=(contract.NUM_ARM_JOINTS,), dtype=np.float32),
+            "state": spaces.Box(*(b.astype(np.float32) for b in self._state_bounds()), dtype=np.float32),
+            "joint_pos": spaces.Box(*(b.astype(np.float32) for b in self._joint_bounds()), dtype=np.float32),
         }
         if self.privileged:
             names = sorted(self._privileged_poses())
@@ -185,7 +216,7 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
                 {
                     "poses": spaces.Dict({n: _pose_space() for n in names}),
                     "boxes": spaces.Dict(
-                        {n: spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32) for n in names}
+                        {n: spaces.Box(-WORLD_BOUND_M, WORLD_BOUND_M, shape=(6,), dtype=np.float32) for n in names}
                     ),
                     "goal": spaces.Text(
                         max_length=contract.INSTRUCTION_MAX_LENGTH, charset=contract.INSTRUCTION_CHARSET
@@ -193,6 +224,28 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
                 }
             )
         return spaces.Dict(obs_spaces)
+
+    def _joint_range(self, joint_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        model = self._sim_env.sim.model
+        ranges = np.array([model.jnt_range[model.joint_name2id(j)] for j in joint_names], dtype=np.float64)
+        return ranges[:, 0] - JOINT_LIMIT_MARGIN, ranges[:, 1] + JOINT_LIMIT_MARGIN
+
+    def _joint_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The arm's joint limits, widened by :data:`JOINT_LIMIT_MARGIN` (soft limits overshoot)."""
+        return self._joint_range(list(self._sim_env.robots[0].robot_joints))
+
+    def _state_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of the 8-D state: a reach box around the robot base, |axis-angle| <= 2 pi, finger limits.
+
+        robosuite's ``quat2axisangle`` returns angles in [0, 2 pi] (it does not canonicalise the
+        quaternion's sign), hence 2 pi rather than pi.
+        """
+        robot = self._sim_env.robots[0]
+        base = np.asarray(self._sim_env.sim.data.get_body_xpos(robot.robot_model.root_body), dtype=np.float64)
+        finger_low, finger_high = self._joint_range(list(robot.gripper.joints))
+        low = np.concatenate([base - EEF_REACH_BOUND_M, np.full(3, -2 * np.pi), finger_low])
+        high = np.concatenate([base + EEF_REACH_BOUND_M, np.full(3, 2 * np.pi), finger_high])
+        return low, high
 
     def _check_cameras(self, cameras: list[str]) -> None:
         available = set(self._sim_env.sim.model.camera_names)
@@ -212,48 +265,65 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         """
         self._reset_hooks.append(hook)
 
-    def _refresh_after_hooks(self) -> None:
-        """Propagate reset-hook edits (qpos, camera/light poses) into ``sim.data`` and the raw obs.
+    def _resample_observations(self) -> None:
+        """Re-read every observable from the current ``sim.data`` (after hooks, or at a reset with no settle steps).
 
         robosuite's observables advance their sampling clock on every forced update; the clocks
-        are put back so an edited episode samples observations at the same physics sub-steps as
-        an unedited one (otherwise a no-op hook would shift the reported state slightly).
+        are put back so the episode samples observations at the same physics sub-steps as the
+        raw env does (otherwise a no-op hook would shift the reported state slightly).
         """
         sim_env = self._sim_env
         sim_env.sim.forward()
-        clocks = {name: obs._time_since_last_sample for name, obs in sim_env._observables.items()}
+        clocks = {name: (obs._time_since_last_sample, obs._sampled) for name, obs in sim_env._observables.items()}
         self._raw_obs = sim_env._get_observations(force_update=True)
         for name, obs in sim_env._observables.items():
-            obs._time_since_last_sample = clocks[name]
+            obs._time_since_last_sample, obs._sampled = clocks[name]
 
     @property
     def sim_env(self) -> Any:
         """The underlying robosuite environment (for perturbations and experts)."""
         return self._sim_env
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Reset to the episode's initial state, run the settle steps, render once."""
-        super().reset(seed=seed)
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("env is closed; create a new one")
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset to the episode's initial state, run the settle steps; render only the last one.
+
+        The first observation is the raw env's observation after the last settle step (or,
+        without settle steps, after the reset), cameras included, from the same instant.
+        """
+        super().reset(seed=seed)
+        self._check_open()
         options = dict(options or {})
         if seed is None:
             # derive the simulator's seed from our RNG so unseeded resets still differ
             seed = int(self.np_random.integers(2**31))
         self.episode_seed = seed
-        self._raw_obs = self._reset_sim(seed, options)
-        self._configure_renderer()  # LIBERO rebuilds its sim (and GL context) on every reset
-        if self._reset_hooks:
-            for hook in self._reset_hooks:
-                hook(self, seed)
-            self._refresh_after_hooks()
-        for _ in range(self.num_settle_steps):
-            self._raw_obs, _, _, _ = self._sim_env.step(contract.SETTLE_ACTION.astype(np.float64))
+        gate = self._camera_gate
+        with gate.closed():
+            self._raw_obs = self._reset_sim(seed, options)
+            self._configure_renderer()  # LIBERO rebuilds its sim (and GL context) on every reset
+            if self._reset_hooks:
+                for hook in self._reset_hooks:
+                    hook(self, seed)
+                self._resample_observations()
+            for _ in range(self.num_settle_steps - 1):
+                self._settle_step()
+        if self.num_settle_steps > 0:
+            self._settle_step()  # gate open: its observation is the policy's first
+        elif self.cameras:
+            self._resample_observations()  # render the reset instant, after hooks and render settings
         self._frames.clear()
         return self._observation(), self._info(success=self._is_success())
 
+    def _settle_step(self) -> None:
+        self._raw_obs, _, _, _ = self._sim_env.step(contract.SETTLE_ACTION.astype(np.float64))
+
     def step(self, action: np.ndarray):
         """Apply one 7-D action; ``terminated`` is success, ``truncated`` comes from TimeLimit."""
+        self._check_open()
         a = contract.check_action(action)
         self._raw_obs, _, _, _ = self._sim_env.step(a)
         self._frames.clear()
@@ -261,7 +331,11 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         return self._observation(), float(success), success, False, self._info(success=success)
 
     def render(self) -> np.ndarray | None:
-        """Upright RGB frame of ``render_camera`` at ``render_size`` (for videos)."""
+        """Upright RGB frame of ``render_camera`` at ``render_size`` (for videos).
+
+        When that camera is also observed at that size this is the observation's own frame (same
+        instant, no second render); otherwise it is rendered from the state at the end of the step.
+        """
         if self.render_mode != "rgb_array":
             return None
         return self.render_camera_image(self.render_camera, self.render_size)
@@ -307,13 +381,21 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         ctx.vla_gym_fast = True
 
     def render_camera_image(self, camera: str, size: int) -> np.ndarray:
-        """Render one camera at ``size`` x ``size``, upright; cached until the next step."""
+        """One camera at ``size`` x ``size``, upright; cached until the next step.
+
+        An observed camera at the observed size is robosuite's observation frame (sampled inside
+        the step, as the reference env's); any other camera or size is rendered now.
+        """
         key = (camera, size)
         if key not in self._frames:
-            raw = self._sim_env.sim.render(
-                camera_name=contract.mujoco_camera_name(camera), width=size, height=size, depth=False
-            )
-            self._frames[key] = contract.upright(raw)
+            self._check_open()
+            if camera in self.cameras and size == self.image_size:
+                raw = self._raw_obs[image_key(contract.mujoco_camera_name(camera))]
+                frame = contract.upright(raw) if frames_are_bottom_up() else np.ascontiguousarray(raw)
+            else:
+                frame = contract.upright(self._sim_env.sim.render(
+                    camera_name=contract.mujoco_camera_name(camera), width=size, height=size, depth=False))
+            self._frames[key] = frame
         return self._frames[key]
 
     def proprio_state(self) -> np.ndarray:

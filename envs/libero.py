@@ -3,9 +3,16 @@
 Episode protocol, as in the reference evals (OpenVLA, OpenVLA-OFT, openpi, LeRobot):
 reset to one of the task's 50 fixed initial states, then ``num_settle_steps`` (10) no-op
 steps with the gripper open while objects drop onto their supports -- those steps are not
-rendered and not counted. Episodes end on success (``terminated``) or at the suite's step
-limit (``truncated``, applied by Gymnasium's ``TimeLimit`` from the registered
-``max_episode_steps``).
+counted, and only the last one is rendered (its observation is the policy's first). Episodes
+end on success (``terminated``) or at the suite's step limit (``truncated``, applied by
+Gymnasium's ``TimeLimit`` from the registered ``max_episode_steps``).
+
+Scenes: the fixed initial state does not fix everything. LIBERO places fixtures (cabinets,
+stoves, ...) from the global NumPy RNG on every reset, and ``set_init_state`` leaves them
+where they landed. The reference evals call ``env.seed(S)`` (= ``np.random.seed(S)``) once per
+task and then reset sequentially, so their episode e sits in the scene of the (e+1)-th reset
+of that stream. ``scene_seeding="reference"`` (the default) reproduces exactly that scene for
+any episode index, whatever ran before it in this process (see :class:`ReferenceSceneStream`).
 """
 
 from __future__ import annotations
@@ -49,6 +56,49 @@ PRO_SUITES = tuple(
 )
 SUPPORTED_SUITES = BASE_SUITES + PRO_SUITES
 NUM_SETTLE_STEPS = 10
+SCENE_SEEDINGS = ("reference", "per_episode")
+DEFAULT_SCENE_SEED = 0
+"""``env.seed(0)``: what OpenVLA's and OpenVLA-OFT's LIBERO evals seed each task with (openpi: 7)."""
+
+
+class ReferenceSceneStream:
+    """The global-NumPy RNG state before each reset of the reference loop of one task.
+
+    The reference loop is ``env.seed(S)`` once, then ``reset(); set_init_state(...)`` and the
+    episode's steps, again and again. Nothing but ``reset`` draws from the global RNG (measured:
+    ``set_init_state`` and ``step`` leave it untouched), so the state before reset e depends on
+    S and e alone. States are kept per (task file, S) for the life of the process; a state
+    not yet known is reached by replaying the missing resets, which costs about one second each
+    (model rebuild without a render context), so an episode run out of order -- a resumed run,
+    a shard, a worker -- still gets the reference's scene.
+    """
+
+    _streams: dict[tuple[str, int], dict[int, Any]] = {}
+
+    def __init__(self, task_file: str, seed: int) -> None:
+        self.seed = int(seed)
+        fresh = np.random.RandomState(self.seed % 2**32).get_state()
+        self._states = self._streams.setdefault((task_file, self.seed), {0: fresh})
+
+    def state_before_reset(self, index: int, replay_reset) -> Any:
+        """RNG state before the reference's reset number ``index`` (0-based).
+
+        ``replay_reset()`` must perform one reset exactly as the reference does (it draws from
+        the global RNG); it is called for each missing state, with the global RNG set for it.
+        """
+        if index < 0:
+            raise ValueError(f"scene index must be >= 0, got {index}")
+        if index not in self._states:
+            start = max(k for k in self._states if k < index)
+            np.random.set_state(self._states[start])
+            for k in range(start, index):
+                replay_reset()
+                self._states[k + 1] = np.random.get_state()
+        return self._states[index]
+
+    def record_after_reset(self, index: int) -> None:
+        """Remember the global RNG state right after reset ``index``: the state before ``index + 1``."""
+        self._states.setdefault(index + 1, np.random.get_state())
 
 
 def base_suite(suite: str) -> str:
@@ -110,15 +160,28 @@ class LiberoEnv(RobosuiteBackedEnv):
         suite: A LIBERO suite (``libero_spatial``, ``libero_object``, ``libero_goal``,
             ``libero_10``, ``libero_90``) or a LIBERO-PRO one (``libero_spatial_lan``, ...).
         task: Task index or task name within the suite.
+        scene_seeding: ``"reference"`` (default): episode e's fixtures are those of the reference
+            evals' e-th episode, i.e. of the (e+1)-th reset after ``env.seed(scene_seed)``.
+            ``"per_episode"``: the global RNG is seeded with the reset seed before each reset
+            (independent scenes, not the published evals').
+        scene_seed: S of the reference loop (OpenVLA/OFT 0, openpi 7).
         **kwargs: Camera, size, render and privileged options of :class:`RobosuiteBackedEnv`.
 
-    ``reset(options={"init_state_id": k})`` starts from the suite's k-th fixed initial
-    state; without it the id is drawn from the reset seed, so the same seed gives the same
-    initial state.
+    ``reset(options={"init_state_id": k, "scene_index": e})`` starts from the suite's k-th
+    fixed initial state in the reference's e-th scene (``scene_index`` defaults to the init
+    state id: the reference evals run init state e in episode e). Without ``init_state_id``
+    the id is drawn from the reset seed, so the same seed gives the same initial state. The
+    caller's global NumPy RNG is left as it was.
     """
 
     def __init__(self, suite: str = "libero_spatial", task: int | str = 0, *,
-                 num_settle_steps: int = NUM_SETTLE_STEPS, **kwargs: Any) -> None:
+                 num_settle_steps: int = NUM_SETTLE_STEPS, scene_seeding: str = "reference",
+                 scene_seed: int = DEFAULT_SCENE_SEED, **kwargs: Any) -> None:
+        if scene_seeding not in SCENE_SEEDINGS:
+            raise ValueError(f"scene_seeding must be one of {SCENE_SEEDINGS}, got {scene_seeding!r}")
+        self.scene_seeding = scene_seeding
+        self.scene_seed = int(scene_seed)
+        self.scene_index: int | None = None
         self.suite_name = suite
         self._suite = load_suite(suite)
         self.task_index = resolve_task(suite, task)
@@ -151,10 +214,11 @@ class LiberoEnv(RobosuiteBackedEnv):
         bddl = os.path.join(get_libero_path("bddl_files"), self.task.problem_folder, self.task.bddl_file)
         if not os.path.exists(bddl):
             raise ValueError(f"bddl file for {self.suite_name}/{self.task_name} not found at {bddl}")
+        self._scene_stream = ReferenceSceneStream(bddl, self.scene_seed)
         self._control_env = OffScreenRenderEnv(
             bddl_file_name=bddl,
-            use_camera_obs=False,  # we render requested cameras ourselves (see base.py)
             ignore_done=True,  # episode ends are decided here, not by robosuite's horizon
+            **self._camera_obs_kwargs(),  # exactly the requested cameras, at their size (base.py)
         )
         return self._control_env.env
 
@@ -168,16 +232,37 @@ class LiberoEnv(RobosuiteBackedEnv):
                 f"init_state_id {init_id} out of range: {self.suite_name} task {self.task_index} "
                 f"has {self.num_init_states} initial states (0..{self.num_init_states - 1})"
             )
+        scene = int(options.get("scene_index", init_id))
         self.init_state_id = init_id
-        self._control_env.seed(seed)
-        self._control_env.reset()
-        return self._control_env.set_init_state(self._init_states[init_id])
+        self.scene_index = scene if self.scene_seeding == "reference" else None
+        caller_state = np.random.get_state()
+        try:
+            if self.scene_seeding == "reference":
+                np.random.set_state(self._scene_stream.state_before_reset(scene, self._replay_reset))
+                self._control_env.reset()
+                self._scene_stream.record_after_reset(scene)
+            else:
+                np.random.seed(int(seed) % 2**32)
+                self._control_env.reset()
+            return self._control_env.set_init_state(self._init_states[init_id])
+        finally:
+            np.random.set_state(caller_state)
+
+    def _replay_reset(self) -> None:
+        """One reset as the reference does it, for its RNG draws only: no render context is built."""
+        sim_env = self._sim_env
+        sim_env.has_offscreen_renderer = False
+        try:
+            self._control_env.reset()
+        finally:
+            sim_env.has_offscreen_renderer = True
 
     def _is_success(self) -> bool:
         return bool(self._control_env.check_success())
 
     def _info(self, success: bool) -> dict[str, Any]:
         return {**super()._info(success), "init_state_id": self.init_state_id,
+                "scene_seeding": self.scene_seeding, "scene_seed": self.scene_seed, "scene_index": self.scene_index,
                 "bddl_instruction": self.bddl_instruction,
                 "suite": self.suite_name, "task": self.task_name, "task_index": self.task_index}
 

@@ -112,7 +112,7 @@ class RobosuiteEnv(RobosuiteBackedEnv):
                 controller_configs=load_controller_config(default_controller="OSC_POSE"),
                 has_renderer=False,
                 has_offscreen_renderer=True,
-                use_camera_obs=False,
+                **self._camera_obs_kwargs(),  # exactly the requested cameras, at their size (base.py)
                 control_freq=20,
                 horizon=100_000,
                 ignore_done=True,

@@ -42,15 +42,29 @@ def test_observation_shapes_and_dtypes_at_policy_sizes(size):
         env.close()
 
 
-def test_images_are_the_raw_frame_flipped_upright(env):
+def test_images_are_robosuites_observation_frames_flipped_upright(env):
+    """Observed cameras are robosuite's own (bottom-up) observation frames, turned upright.
+
+    The frames equal the raw LIBERO env's observations bit for bit (tests/envs/test_reference_fidelity.py);
+    ``render()`` of a camera at a size the policy does not observe renders the end-of-step state.
+    """
     obs, _ = env.reset(seed=0, options={"init_state_id": 0})
-    sim = env.unwrapped.sim_env.sim
-    raw_agent = sim.render(camera_name="agentview", width=64, height=64)
-    raw_wrist = sim.render(camera_name="robot0_eye_in_hand", width=64, height=64)
-    np.testing.assert_array_equal(obs["images"]["agentview"], raw_agent[::-1])
-    np.testing.assert_array_equal(obs["images"]["wrist"], raw_wrist[::-1])
+    obs, *_ = env.step(np.zeros(7))
+    raw = env.unwrapped._raw_obs
+    np.testing.assert_array_equal(obs["images"]["agentview"], raw["agentview_image"][::-1])
+    np.testing.assert_array_equal(obs["images"]["wrist"], raw["robot0_eye_in_hand_image"][::-1])
     frame = env.render()
-    assert frame.shape == (96, 96, 3)
+    sim = env.unwrapped.sim_env.sim
+    np.testing.assert_array_equal(frame, sim.render(camera_name="agentview", width=96, height=96)[::-1])
+
+
+def test_step_after_close_raises_the_same_clear_error_as_reset():
+    closed = gym.make("vla_gym/libero_spatial", task=0, cameras=())
+    closed.reset(seed=0)
+    closed.close()
+    for call in (lambda: closed.step(np.zeros(7)), lambda: closed.reset(seed=0)):
+        with pytest.raises(RuntimeError, match="env is closed"):
+            call()
 
 
 def test_state_is_eef_pos_axis_angle_and_gripper(env):
