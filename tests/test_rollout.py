@@ -115,6 +115,7 @@ def test_a_crashing_episode_is_recorded_and_the_run_goes_on(tmp_path, subprocess
         ("policy.lift_hieght=0.1", "did you mean 'policy.lift_height'"),
         ("policy=nope", "Could not find 'policy/nope'"),
         ("episodes_per_task=two", "episodes_per_task"),
+        ("scene.seeding=fixed", "scene.seeding must be one of"),
         ("quantization=none", None),
     ],
 )
@@ -154,3 +155,23 @@ def test_multirun_on_the_submitit_launcher(tmp_path, subprocess_env):
              "max_steps=40", "video.enabled=false", f"hydra.sweep.dir={sweep}"], subprocess_env, timeout=400)
     results = sorted(sweep.glob("*/results.json"))
     assert {json.loads(p.read_text())["meta"]["policy"] for p in results} == {"scripted", "random"}
+
+
+def test_libero_scenes_follow_the_policys_reference_seed_unless_overridden(tmp_path, subprocess_env):
+    from hydra import compose, initialize_config_module
+
+    from vla_gym.config import CONFIG_MODULE, register_configs
+    from vla_gym.rollout import RUNNER_KEYS, resolve_scene_seed
+
+    register_configs()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        for overrides, expected in [(["policy=openvla_oft"], 0), (["policy=openvla", "scene.seed=7"], 7),
+                                    (["policy=scripted"], 0)]:
+            cfg = compose("rollout", overrides=overrides)
+            policy_defaults = {k: cfg.policy[k] for k in RUNNER_KEYS if k in cfg.policy}
+            assert resolve_scene_seed(cfg, policy_defaults) == expected, overrides
+    out = tmp_path / "run"
+    rollout(["env=libero_spatial", "policy=random", "tasks=[0]", "episodes_per_task=1", "max_steps=2",
+             "video.enabled=false", "scene.seed=7", f"hydra.run.dir={out}"], subprocess_env)
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["scene"] == {"seeding": "reference", "seed": 7}

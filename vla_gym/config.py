@@ -48,6 +48,16 @@ class VideoConfig:
 
 
 @dataclass
+class SceneConfig:
+    """How LIBERO scenes (fixture placements) are seeded; see ``vla_gym.envs.libero``."""
+
+    seeding: str = "reference"
+    """``reference``: init state k in the reference evals' k-th scene; ``per_episode``: from the episode seed."""
+    seed: Optional[int] = None
+    """S of ``env.seed(S)`` in the reference loop; null = the policy config's ``scene_seed``, else 0."""
+
+
+@dataclass
 class PerturbationConfig:
     """A named perturbation: Gymnasium wrappers (``_target_`` nodes) applied to the env."""
 
@@ -72,6 +82,7 @@ class RolloutConfig:
     max_steps: Optional[int] = None
     image_size: Optional[int] = None
     render_quality: str = "reference"
+    scene: SceneConfig = field(default_factory=SceneConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     output_dir: str = "rollouts/latest"

@@ -43,8 +43,11 @@ log = logging.getLogger("vla_gym.rollout")
 EPISODES_FILE = "episodes.jsonl"
 RESULTS_FILE = "results.json"
 RUN_FILE = "run.json"
-CHUNK_KEYS = ("replan_steps", "chunk_mode")
-"""Keys a policy YAML may carry as defaults for chunk execution; not passed to the policy."""
+RUNNER_KEYS = ("replan_steps", "chunk_mode", "scene_seed")
+"""Keys a policy YAML may carry as defaults for the runner (chunk execution, the reference
+eval's scene seed); not passed to the policy."""
+DEFAULT_SCENE_SEED = 0
+"""Scene seed S when neither ``scene.seed`` nor the policy sets one: OpenVLA/OFT's ``env.seed(0)``."""
 
 
 # ---------------------------------------------------------------------------- building
@@ -53,7 +56,7 @@ def build_policy(policy_cfg: DictConfig, quantization_cfg: Any) -> tuple[Policy,
     from hydra.utils import get_method, instantiate
 
     cfg = OmegaConf.to_container(policy_cfg, resolve=True)
-    chunk_defaults = {k: cfg.pop(k) for k in CHUNK_KEYS if k in cfg}
+    chunk_defaults = {k: cfg.pop(k) for k in RUNNER_KEYS if k in cfg}
     q = OmegaConf.to_container(quantization_cfg, resolve=True) if quantization_cfg is not None else None
     q_name = (q or {}).get("name", "none")
     target = cfg.get("_target_")
@@ -101,7 +104,14 @@ def task_label(cfg: DictConfig, task_index: int) -> str:
     return cfg.env.id.split("/", 1)[1]
 
 
-def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: bool):
+def resolve_scene_seed(cfg: DictConfig, policy_defaults: dict[str, Any]) -> int:
+    """S of the reference scene stream: ``scene.seed``, else the policy's eval's, else 0."""
+    if cfg.scene.seed is not None:
+        return int(cfg.scene.seed)
+    return int(policy_defaults.get("scene_seed", DEFAULT_SCENE_SEED))
+
+
+def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: bool, scene_seed: int = 0):
     """Build the env the policy needs: its cameras at its size, video view, perturbations."""
     import gymnasium as gym
     from hydra.utils import instantiate
@@ -118,6 +128,8 @@ def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: boo
     )
     if cfg.env.kind == "libero":
         kwargs["task"] = task_index
+        kwargs["scene_seeding"] = str(cfg.scene.seeding)
+        kwargs["scene_seed"] = int(scene_seed)
     if cfg.max_steps is not None:
         kwargs["max_episode_steps"] = int(cfg.max_steps)
     kwargs.update(OmegaConf.to_container(cfg.env.kwargs, resolve=True))
@@ -173,7 +185,7 @@ def run_episode(env, executor, *, seed: int, init_state_id: int | None, record_v
 def _config_fingerprint(cfg: DictConfig) -> str:
     """Hash of everything that changes episode outcomes (not output paths or video options)."""
     keys = ("env", "policy", "quantization", "perturbation", "seed", "max_steps", "image_size", "render_quality",
-            "chunk")
+            "chunk", "scene")
     blob = json.dumps({k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
                        for k in keys}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -214,8 +226,11 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
     """
     from tqdm import tqdm
 
+    from vla_gym.envs.libero import SCENE_SEEDINGS
     from vla_gym.video import write_video
 
+    if cfg.scene.seeding not in SCENE_SEEDINGS:
+        raise SystemExit(f"error: scene.seeding must be one of {list(SCENE_SEEDINGS)}, got {cfg.scene.seeding!r}")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = _config_fingerprint(cfg)
@@ -227,6 +242,8 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
     mode = cfg.chunk.mode or chunk_defaults.get("chunk_mode", "open_loop")
     replan = cfg.chunk.replan_steps if cfg.chunk.replan_steps is not None else chunk_defaults.get("replan_steps")
     executor = make_executor(policy, mode, replan, cfg.chunk.k)
+    scene = {"seeding": str(cfg.scene.seeding), "seed": resolve_scene_seed(cfg, chunk_defaults)} \
+        if cfg.env.kind == "libero" else None
     policy_info = asdict(policy.info())
     policy_name = (choices or {}).get("policy") or policy_info["name"]
     tasks = resolve_tasks(cfg)
@@ -241,7 +258,7 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
         "env": cfg.env.id, "policy": policy_name, "quantization": (cfg.quantization or {}).get("name", "none"),
         "perturbation": cfg.perturbation.name, "perturbation_strength": float(cfg.perturbation.strength),
         "seed": int(cfg.seed), "config_fingerprint": fingerprint, "policy_info": policy_info,
-        "chunk": {"mode": mode, "replan_steps": replan, "k": cfg.chunk.k},
+        "chunk": {"mode": mode, "replan_steps": replan, "k": cfg.chunk.k}, "scene": scene,
     }
     records = load_records(out / EPISODES_FILE)
     done = {r.key for r in records}
@@ -262,7 +279,8 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
                 error, frames, res = None, [], {}
                 try:
                     if env is None:
-                        env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled))
+                        env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled),
+                                       scene_seed=(scene or {}).get("seed", 0))
                         instruction = env.unwrapped.instruction
                     res, frames = run_episode(env, executor, seed=seed, init_state_id=init_id,
                                               record_video=record_video, video_size=int(cfg.video.size),
