@@ -4,13 +4,15 @@
 
 Configurations (each stepped with the same small random actions from the same init state):
 - raw: LIBERO's own env as the reference evals build it (agentview + wrist at 256, robosuite
-  renders every camera inside ``step``);
+  renders every camera inside ``step``), an episode start being ``reset``, ``set_init_state``
+  and the 10 no-op settle steps, as in the evals;
 - vla (a): vla_gym with the same two cameras at 256;
 - vla (b): vla_gym with one 224 camera, as OpenVLA consumes;
 - vla (c): (b) with ``render_quality="fast"`` (no MSAA, no reflections: different pixels,
   the mean absolute pixel difference to (b) is printed too).
 Rounds alternate between configurations so machine load affects all alike; the table shows the
-median steps/s per configuration and its ratio to raw.
+median steps/s and the median episode-start time (reset + settle) per configuration, each with
+its ratio to raw.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def make_raw(suite: str, task: int, size: int):
     def reset():
         env.reset()
         env.set_init_state(init)
+        for _ in range(10):  # the evals' settle steps, each rendering both cameras
+            env.step([0.0] * 6 + [-1.0])
 
     return env, reset, lambda a: env.step(a)
 
@@ -54,12 +58,14 @@ def make_vla(suite: str, task: int, cameras: tuple[str, ...], size: int, quality
     return env, lambda: env.reset(seed=0, options={"init_state_id": 0}), lambda a: env.step(a)
 
 
-def time_steps(reset, step, actions: np.ndarray) -> float:
-    reset()
+def time_episode(reset, step, actions: np.ndarray) -> tuple[float, float]:
+    """(steps/s, seconds for the episode start) of one reset and ``len(actions)`` steps."""
     t0 = time.perf_counter()
+    reset()
+    t1 = time.perf_counter()
     for a in actions:
         step(a)
-    return len(actions) / (time.perf_counter() - t0)
+    return len(actions) / (time.perf_counter() - t1), t1 - t0
 
 
 def main() -> None:
@@ -78,14 +84,19 @@ def main() -> None:
         "vla_gym (c) agentview @224, fast render": make_vla(args.suite, args.task, ("agentview",), 224, "fast"),
     }
     rates: dict[str, list[float]] = {name: [] for name in configs}
+    starts: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(args.rounds):
         for name, (_, reset, step) in configs.items():
-            rates[name].append(time_steps(reset, step, actions))
-    raw = statistics.median(rates["raw LIBERO (agentview+wrist @256)"])
-    print(f"{args.suite} task {args.task}: {args.steps} steps x {args.rounds} rounds (median steps/s)")
-    for name, r in rates.items():
-        med = statistics.median(r)
-        print(f"  {name:42s} {med:6.2f} steps/s   {med / raw:5.2f}x raw")
+            rate, start_s = time_episode(reset, step, actions)
+            rates[name].append(rate)
+            starts[name].append(start_s)
+    raw_name = "raw LIBERO (agentview+wrist @256)"
+    raw, raw_start = statistics.median(rates[raw_name]), statistics.median(starts[raw_name])
+    print(f"{args.suite} task {args.task}: {args.steps} steps x {args.rounds} rounds (medians)")
+    for name in configs:
+        med, start = statistics.median(rates[name]), statistics.median(starts[name])
+        print(f"  {name:42s} {med:6.2f} steps/s  {med / raw:5.2f}x raw   "
+              f"episode start {start:5.2f} s  {raw_start / start:5.2f}x faster than raw")
     ref_env, fast_env = configs["vla_gym (b) agentview @224"][0], configs["vla_gym (c) agentview @224, fast render"][0]
     a = ref_env.reset(seed=0, options={"init_state_id": 0})[0]["images"]["agentview"].astype(int)
     b = fast_env.reset(seed=0, options={"init_state_id": 0})[0]["images"]["agentview"].astype(int)
