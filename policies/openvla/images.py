@@ -14,8 +14,11 @@ the adapter only mirrors left-right (:func:`reference_orientation`).
 ``tf.image.resize(lanczos3, antialias)`` and ``tf.image.crop_and_resize`` are re-implemented
 from TensorFlow's kernels (``scale_and_translate_op.cc``, ``crop_and_resize_op.cc``) as
 separable weight matrices; PIL's LANCZOS is a different filter (fixed-point, other support)
-and is not used. Measured against TensorFlow 2.21 the outputs match to the documented
-tolerance (see ``tests/policies/test_openvla.py`` and the README section).
+and is not used. The lanczos weights are computed with the C library's ``sinf``, as TF's
+``LanczosKernelFunc`` does (NumPy's float32 ``sin`` differs from it in the last bit on 233 of
+the 1524 weights of 256 -> 224, which flips pixels that TF computes as exactly ``n + 0.5``).
+Against TensorFlow 2.21 the weights are equal bit for bit, and so are the outputs, including on
+an image built to hit 588 such rounding ties (``tests/policies/data/tf_lanczos3.npz``).
 
 Speed: the resize and crop run as numba kernels (:func:`_kernels`) that perform exactly the
 float32 operations of the numpy versions (``*_numpy``, kept as the readable reference and as a
@@ -26,12 +29,18 @@ compiled on first use (about 2 s) and cached on disk next to this file when it i
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
+import logging
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
+
+logger = logging.getLogger(__name__)
 
 CROP_SCALE = 0.9
 JPEG_QUALITY = 95  # tf.image.encode_jpeg default
@@ -66,15 +75,64 @@ def _jpeg_roundtrip_pil(pil: Image.Image, quality: int = JPEG_QUALITY) -> np.nda
     return simplejpeg.decode_jpeg(buf.getvalue(), colorspace="RGB", fastdct=True, fastupsample=False)
 
 
+@lru_cache(maxsize=1)
+def _libm_sinf() -> Callable[[float], float] | None:
+    """The C library's ``sinf``, or None where no libm can be loaded.
+
+    TensorFlow's ``LanczosKernelFunc`` calls ``std::sin`` on a float, i.e. libm's ``sinf``.
+    NumPy's float32 ``sin`` is its own SIMD code, and glibc's ``sinf`` is not correctly
+    rounded either (with float64 ``sin`` rounded to float32, 105 of the 1524 weights of
+    256 -> 224 still differ from TF's), so only calling ``sinf`` itself reproduces TF.
+    """
+    name = ctypes.util.find_library("m")
+    try:
+        fn = ctypes.CDLL(name).sinf if name else None
+    except (OSError, AttributeError):
+        fn = None
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_float
+    fn.argtypes = [ctypes.c_float]
+    return fn
+
+
+def sinf(x: np.ndarray) -> np.ndarray:
+    """Element-wise C ``sinf`` of a float32 array (float32 out), as TF's kernels compute it.
+
+    Without a loadable libm, falls back to float64 ``sin`` rounded to float32 (within one ulp
+    of ``sinf``; a warning says TF's weights may then differ in the last bit).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    fn = _libm_sinf()
+    if fn is None:
+        _warn_no_libm()
+        return np.sin(x.astype(np.float64)).astype(np.float32)
+    return np.array([fn(float(v)) for v in x.ravel()], dtype=np.float32).reshape(x.shape)
+
+
+@lru_cache(maxsize=1)
+def _warn_no_libm() -> None:
+    logger.warning(
+        "no C math library could be loaded: lanczos3 weights use float64 sin rounded to float32, "
+        "which may differ from TensorFlow's sinf in the last bit"
+    )
+
+
 def _lanczos3(x: np.ndarray) -> np.ndarray:
-    # TensorFlow's LanczosKernelFunc (radius 3), float32 with its pi constant.
-    x = np.abs(x).astype(np.float32)
+    """TensorFlow's ``LanczosKernelFunc`` (radius 3) on float32 ``x``, op for op.
+
+    ``3 * sinf(pi x) * sinf(pi x / 3) / (pi * pi * x * x)`` left to right in float32 with TF's
+    float pi; 1 where ``|x| <= 1e-3`` (a double comparison in C++), 0 where ``|x| > 3``.
+    """
+    x = np.abs(np.asarray(x, dtype=np.float32))
     pi = np.float32(3.14159265359)
     r = np.float32(3.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        val = r * np.sin(pi * x) * np.sin(pi * x / r) / (pi * pi * x * x)
-    val = np.where(x <= 1e-3, np.float32(1.0), val)
-    return np.where(x > r, np.float32(0.0), val).astype(np.float32)
+    inside = (x.astype(np.float64) > 1e-3) & (x <= r)
+    out = np.where(x > r, np.float32(0.0), np.float32(1.0)).astype(np.float32)
+    xi = x[inside]
+    px = pi * xi
+    out[inside] = r * sinf(px) * sinf(px / r) / (pi * pi * xi * xi)
+    return out
 
 
 @lru_cache(maxsize=16)
@@ -83,10 +141,12 @@ def lanczos3_spans(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]
 
     Follows ``ComputeSpansCore`` in TensorFlow's ``scale_and_translate_op.cc``: sample at
     ``(x + 0.5) / scale``, kernel widened by ``1 / scale`` when downscaling, weights
-    normalised by their float32 sum. Padding taps have weight 0 and index 0.
+    normalised by their float32 sum. Padding taps have weight 0 and index 0. Kernel values use
+    libm's ``sinf`` (:func:`sinf`), so the weights equal TF's bit for bit (tested against weights
+    read out of TensorFlow 2.21).
     """
-    scale = np.float32(out_size) / np.float32(in_size)
-    inv_scale = np.float32(1.0) / scale
+    scale = np.float32(out_size) / np.float32(in_size)  # float32, as tf.image.resize passes it
+    inv_scale = np.float32(1.0 / float(scale))  # C++ `1.0 / scale`: a double division, then float
     kernel_scale = max(inv_scale, np.float32(1.0))  # antialias
     radius = np.float32(3.0)
     span = min(2 * int(math.ceil(radius * kernel_scale)) + 1, in_size)
@@ -125,18 +185,33 @@ def _gather_rows(src: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np.n
     return out
 
 
-def tf_lanczos3_resize_numpy(img: np.ndarray, size: int) -> np.ndarray:
-    """``tf.image.resize(img, (size, size), "lanczos3", antialias=True)`` then round + clip to uint8.
+def _lanczos3_float_t(img: np.ndarray, size: int) -> np.ndarray:
+    """TF's float32 lanczos3 result before rounding, *transposed* to (W, H, C).
 
     Rows first, then columns, each a short weighted sum over the kernel's taps (pure numpy:
     no BLAS, whose threads fight torch's OpenMP pool on small machines).
     """
     h, w = img.shape[:2]
-    if (h, w) == (size, size):
-        return img.copy()  # scale 1: the kernel reduces to the identity
     rows = _gather_rows(img, *lanczos3_spans(h, size))
     # Second pass along width on the transposed copy: contiguous row gathers are much faster.
-    out = _gather_rows(np.ascontiguousarray(rows.transpose(1, 0, 2)), *lanczos3_spans(w, size))
+    return _gather_rows(np.ascontiguousarray(rows.transpose(1, 0, 2)), *lanczos3_spans(w, size))
+
+
+def tf_lanczos3_resize_float(img: np.ndarray, size: int) -> np.ndarray:
+    """``tf.image.resize(img, (size, size), "lanczos3", antialias=True)``: float32, not rounded."""
+    return np.ascontiguousarray(_lanczos3_float_t(img, size).transpose(1, 0, 2))
+
+
+def tf_lanczos3_resize_numpy(img: np.ndarray, size: int) -> np.ndarray:
+    """``tf.image.resize(img, (size, size), "lanczos3", antialias=True)`` then round + clip to uint8.
+
+    The reference rounds with ``tf.round`` (half to even, as ``np.round``), clips to [0, 255]
+    and casts.
+    """
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img.copy()  # scale 1: TF's weights round back to the input exactly (checked with TF)
+    out = _lanczos3_float_t(img, size)
     np.round(out, out=out)
     np.clip(out, 0, 255, out=out)
     # Transpose back as uint8 (4x fewer bytes than the float32 array); C order for later gathers.

@@ -112,14 +112,21 @@ def hf_config(stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+DINO_MEAN, DINO_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # timm's ImageNet stats
+SIGLIP_MEAN = SIGLIP_STD = [0.5, 0.5, 0.5]
+
+
+def bf16_rounded(values: list[float]) -> list[float]:
+    """Values rounded through bfloat16, as the release's ``tvf_normalize_params`` hold them."""
+    return torch.tensor(values).to(torch.bfloat16).float().tolist()
+
+
 def preprocessor_config() -> dict[str, Any]:
-    """``preprocessor_config.json`` as released: DINOv2 ImageNet stats rounded through bfloat16."""
-
-    def bf16(values: list[float]) -> list[float]:
-        return torch.tensor(values).to(torch.bfloat16).float().tolist()
-
-    means = [bf16([0.485, 0.456, 0.406]), [0.5, 0.5, 0.5]]
-    stds = [bf16([0.229, 0.224, 0.225]), [0.5, 0.5, 0.5]]
+    """``preprocessor_config.json`` as released: timm's stats in ``means`` / ``stds``, and the
+    bfloat16-rounded DINOv2 values (``0.484375``, ...) in ``tvf_normalize_params``, which is what
+    the release's processor normalises with."""
+    means, stds = [DINO_MEAN, SIGLIP_MEAN], [DINO_STD, SIGLIP_STD]
+    tvf_means, tvf_stds = [bf16_rounded(m) for m in means], [bf16_rounded(s) for s in stds]
     return {
         "auto_map": {
             "AutoImageProcessor": "processing_prismatic.PrismaticImageProcessor",
@@ -136,7 +143,7 @@ def preprocessor_config() -> dict[str, Any]:
         "tvf_do_letterbox": False,
         "tvf_letterbox_fill": None,
         "tvf_normalize_params": [
-            {"inplace": False, "mean": m, "std": s} for m, s in zip(means, stds, strict=True)
+            {"inplace": False, "mean": m, "std": s} for m, s in zip(tvf_means, tvf_stds, strict=True)
         ],
         "tvf_resize_params": [{"antialias": True, "interpolation": 3, "max_size": None, "size": [224, 224]}]
         * 2,

@@ -179,7 +179,6 @@ class OpenVLAModel(nn.Module):
             vision = torch.cat([vision, extra_tokens.to(vision.dtype)], dim=1)
         return torch.cat([text[:, :1], vision, text[:, 1:]], dim=1)
 
-    @torch.no_grad()  # not inference_mode: quanto's packed weights reject inference tensors
     def generate_greedy(
         self,
         input_ids: torch.Tensor,
@@ -192,15 +191,34 @@ class OpenVLAModel(nn.Module):
         Mirrors ``generate(do_sample=False)`` of the reference: argmax over the full
         (padded) vocabulary, causal attention, stop early on ``eos_token_id``.
         """
+        return self.generate_greedy_with_logits(input_ids, pixel_values, max_new_tokens, eos_token_id)[0]
+
+    @torch.no_grad()  # not inference_mode: quanto's packed weights reject inference tensors
+    def generate_greedy_with_logits(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`generate_greedy` plus the logits each new id was the argmax of.
+
+        Returns ``(ids, logits)``: ids (B, L + n), logits float32 (B, n, padded vocab), n the
+        number of generated ids (``max_new_tokens`` unless EOS came first). The logits are the
+        model's own (bf16 values widened exactly), so fidelity can be compared below the token level.
+        """
         from transformers import DynamicCache
 
         embeds = self.multimodal_embeddings(input_ids, pixel_values)
         cache = DynamicCache()
         out = self.language_model(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1)
         ids = input_ids
+        steps: list[torch.Tensor] = []
         position = embeds.shape[1]
         for step in range(max_new_tokens):
-            next_id = out.logits[:, -1].float().argmax(dim=-1, keepdim=True)
+            logits = out.logits[:, -1].float()
+            steps.append(logits)
+            next_id = logits.argmax(dim=-1, keepdim=True)
             ids = torch.cat([ids, next_id], dim=1)
             if (eos_token_id is not None and int(next_id) == eos_token_id) or step == max_new_tokens - 1:
                 break
@@ -209,4 +227,6 @@ class OpenVLAModel(nn.Module):
                 input_ids=next_id, cache=cache, use_cache=True, position_ids=pos, logits_to_keep=1
             )
             position += 1
-        return ids
+        if not steps:  # max_new_tokens == 0
+            return ids, out.logits[:, :0].float()
+        return ids, torch.stack(steps, dim=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,27 @@ from vla_gym.policy import Observation, Policy, PolicyInfo, PolicyInputs
 
 MODEL_IMAGE_SIZE = 224
 REFERENCE_RENDER_SIZE = 256  # OpenVLA/OFT LIBERO evals render at 256, then resize to 224
+OFT_COMPONENTS = ("action_head", "proprio_projector", "vision_backbone")  # <name>--<step>_checkpoint.pt
+
+
+def oft_component_files(checkpoint: Path) -> list[str]:
+    """Names of the OpenVLA-OFT component files (``action_head--<step>_checkpoint.pt``, ...) in a dir."""
+    if not checkpoint.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in checkpoint.iterdir()
+        if p.is_file() and p.name.endswith("_checkpoint.pt") and p.name.split("--")[0] in OFT_COMPONENTS
+    )
+
+
+@dataclass(frozen=True)
+class GreedyDecode:
+    """One greedy decoding with the logits behind each token (fidelity checks below token level)."""
+
+    token_ids: np.ndarray  # (n,) int64: the generated ids, n = action_dim unless EOS came first
+    logits: np.ndarray  # (n, padded vocab) float32: row i is the step whose argmax is token_ids[i]
+    action: np.ndarray  # (1, action_dim) float32: the env action act() returns for these tokens
 
 
 def resolve_device(device: str) -> torch.device:
@@ -244,6 +266,13 @@ class OpenVLAPolicy(OpenVLAFamilyPolicy):
         """
         from vla_gym.quantization import apply_quantization
 
+        oft_files = oft_component_files(Path(checkpoint).expanduser())
+        if oft_files:
+            raise CheckpointError(
+                f"{checkpoint} is an OpenVLA-OFT checkpoint (it has {oft_files}); the OpenVLA policy "
+                "would ignore its action head and proprio projector and decode tokens it was not trained "
+                "to emit. Load it with policy=openvla_oft."
+            )
         dev = resolve_device(device)
         model, cfg, hf_dir = load_openvla_model(checkpoint, base_checkpoint)
         tokenizer = PromptTokenizer.from_dir(hf_dir)
@@ -279,6 +308,22 @@ class OpenVLAPolicy(OpenVLAFamilyPolicy):
     def postprocess(self, raw: np.ndarray) -> np.ndarray:
         """Action token ids -> env action (float32 (1, action_dim))."""
         return self.decode(raw)
+
+    def decode_with_logits(self, observation: Observation) -> GreedyDecode:
+        """What :meth:`act` computes for ``observation``, plus the per-step logits of greedy decoding.
+
+        Same inputs, same decoding loop (argmax over all logits), same action; the logits let
+        tests and fidelity checks compare against a reference by margin, not only by token.
+        """
+        ids, pixel_values = self.preprocess(observation)
+        generated, logits = self.model.generate_greedy_with_logits(
+            ids, pixel_values, self.action_dim, self.tokenizer.eos_id
+        )
+        return GreedyDecode(
+            token_ids=generated[0, ids.shape[1] :].cpu().numpy(),
+            logits=logits[0].cpu().numpy(),
+            action=self.decode(generated[0, -self.action_dim :].cpu().numpy()),
+        )
 
     def decode(self, token_ids: np.ndarray) -> np.ndarray:
         """Last ``action_dim`` generated ids -> env action (float32 (1, action_dim))."""

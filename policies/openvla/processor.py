@@ -4,14 +4,22 @@ The tokenizer is read from the release's ``tokenizer.json`` with the ``tokenizer
 (what ``LlamaTokenizerFast`` wraps), so no transformers tokenizer class and no remote code are
 involved. ``<s>`` is prepended when ``tokenizer_config.json`` has ``add_bos_token`` (default,
 as Llama). The pixel transform reads ``preprocessor_config.json`` and applies, per tower,
-resize (PIL bicubic; a no-op for the 224x224 reference image), ``to_tensor`` and normalise with
-the *stored* mean/std (the release stores DINOv2's ImageNet stats rounded through bfloat16,
-e.g. 0.484375; the reference uses those stored values, so we do too).
+resize (PIL bicubic; a no-op for the 224x224 reference image), ``to_tensor`` and normalise.
+
+Normalisation values: the release's ``preprocessor_config.json`` holds two sets. ``means`` /
+``stds`` are timm's (DINOv2 ``[0.485, 0.456, 0.406]`` / ``[0.229, 0.224, 0.225]``, SigLIP 0.5);
+``tvf_normalize_params`` (one ``{"mean", "std", "inplace"}`` per tower) is what
+``PrismaticImageProcessor.apply_transform`` passes to ``torchvision``'s ``normalize``, and in the
+release its DINOv2 values are rounded through bfloat16 (``0.484375``, ...). The processor is
+built from the JSON with every key set as an attribute, so the stored ``tvf_normalize_params``
+win; we use them too, and fall back to ``means`` / ``stds`` (with a warning) only when absent.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 from vla_gym.policies.openvla.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
 
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 EMPTY_PIECE = "\u2581"  # sentencepiece "▁": token 29871 in the Llama-2 vocabulary
@@ -107,19 +117,14 @@ class PixelTransform:
         strategy = cfg.get("image_resize_strategy", "resize-naive")
         if strategy not in ("resize-naive", "resize-crop", "letterbox"):
             raise CheckpointError(f"{pc}: image_resize_strategy {strategy!r} unknown")
-        means, stds = cfg.get("means"), cfg.get("stds")
         sizes = [int(s[-1]) for s in cfg.get("input_sizes", [])]
-        if not (means and stds and sizes) or not (len(means) == len(stds) == len(sizes) == n_towers):
-            raise CheckpointError(
-                f"{pc}: expected {n_towers} entries in means/stds/input_sizes, got "
-                f"{len(means or [])}/{len(stds or [])}/{len(sizes)}"
-            )
+        if len(sizes) != n_towers:
+            raise CheckpointError(f"{pc}: expected {n_towers} entries in input_sizes, got {len(sizes)}")
         interps = cfg.get("interpolations") or ["bicubic"] * n_towers
         if any(i != "bicubic" for i in interps):
             raise CheckpointError(f"{pc}: interpolations {interps} not supported (releases use bicubic)")
-        return cls(
-            sizes=sizes, means=[list(map(float, m)) for m in means], stds=[list(map(float, s)) for s in stds]
-        )
+        means, stds = normalize_params(cfg, n_towers, str(pc))
+        return cls(sizes=sizes, means=means, stds=stds)
 
     @property
     def channels(self) -> int:
@@ -192,3 +197,45 @@ class PixelTransform:
             s = np.asarray(std, dtype=np.float32)[:, None, None]
             out.append((scaled[size] - m) / s)  # torchvision normalize: (x - mean) / std
         return torch.from_numpy(np.concatenate(out, axis=0))
+
+
+def _triples(values: object, what: str, source: str, n_towers: int) -> list[list[float]]:
+    """``n_towers`` lists of 3 finite numbers (nonzero for a std), as floats; else an error."""
+
+    def valid(entry: object) -> bool:
+        return (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in entry)
+            and ("std" not in what or all(v != 0 for v in entry))
+        )
+
+    if not (isinstance(values, list) and len(values) == n_towers and all(valid(e) for e in values)):
+        raise CheckpointError(
+            f"{source}: {what} must be {n_towers} lists of 3 numbers (one per tower), got {values!r}"
+        )
+    return [[float(v) for v in entry] for entry in values]
+
+
+def normalize_params(cfg: dict, n_towers: int, source: str) -> tuple[list[list[float]], list[list[float]]]:
+    """Per-tower (means, stds) the release's processor normalises with.
+
+    ``tvf_normalize_params`` when present (what ``PrismaticImageProcessor`` uses); otherwise
+    ``means`` / ``stds``, with a warning: on a release those differ (DINOv2 by up to 0.008 per
+    channel after normalisation), so the pixels would not be the reference's.
+    """
+    tvf = cfg.get("tvf_normalize_params")
+    if tvf is not None:
+        if not (isinstance(tvf, list) and all(isinstance(p, dict) for p in tvf)):
+            raise CheckpointError(f"{source}: tvf_normalize_params must be a list of {{mean, std}} dicts")
+        means = _triples([p.get("mean") for p in tvf], "tvf_normalize_params mean", source, n_towers)
+        stds = _triples([p.get("std") for p in tvf], "tvf_normalize_params std", source, n_towers)
+        return means, stds
+    means = _triples(cfg.get("means"), "means", source, n_towers)
+    stds = _triples(cfg.get("stds"), "stds", source, n_towers)
+    logger.warning(
+        "%s has no tvf_normalize_params (what the release's PrismaticImageProcessor normalises with); "
+        "normalising with its means/stds instead",
+        source,
+    )
+    return means, stds

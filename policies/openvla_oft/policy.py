@@ -32,6 +32,7 @@ from vla_gym.policies.openvla.policy import (
     REFERENCE_RENDER_SIZE,
     OpenVLAFamilyPolicy,
     load_openvla_model,
+    oft_component_files,
     resolve_device,
 )
 from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
@@ -154,7 +155,9 @@ class OFTModel(nn.Module):
         keep = torch.ones(ids.shape[1], dtype=text.dtype, device=text.device)
         keep[prompt_len : prompt_len + n_act] = 0
         text = text * keep[None, :, None]
-        proprio_token = self.proprio_projector(proprio.to(next(self.proprio_projector.parameters()).dtype))
+        # Heads and their inputs run in the model's dtype, as the reference runs everything in one
+        # dtype (bf16 releases); an fp32 model keeps fp32 heads (no bf16 island).
+        proprio_token = self.proprio_projector(proprio.to(dtype))
         patches = torch.cat([vision, proprio_token[:, None].to(vision.dtype)], dim=1)
         embeds = torch.cat([text[:, :1], patches, text[:, 1:]], dim=1)
         seq = embeds.shape[1]
@@ -162,7 +165,7 @@ class OFTModel(nn.Module):
         hidden = self.vla.language_model.model(inputs_embeds=embeds, attention_mask=full).last_hidden_state
         start = patches.shape[1] + prompt_len - 1  # = NUM_PATCHES + NUM_PROMPT_TOKENS of the reference
         action_hidden = hidden[:, start : start + n_act]
-        out = head(action_hidden.to(next(head.parameters()).dtype))
+        out = head(action_hidden.to(dtype))
         return out.float()
 
 
@@ -240,6 +243,14 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
         from vla_gym.quantization import apply_quantization
 
         path = Path(checkpoint).expanduser()
+        if path.is_dir() and not oft_component_files(path):
+            raise CheckpointError(
+                f"{path} has no action_head--<step>_checkpoint.pt or "
+                "proprio_projector--<step>_checkpoint.pt: it is not an OpenVLA-OFT checkpoint. "
+                "For a plain OpenVLA checkpoint use policy=openvla."
+            )
+        head_file = find_component(path, "action_head")
+        proj_file = find_component(path, "proprio_projector")
         film = resolve_use_film(path, use_film)
         dev = resolve_device(device)
         vla, cfg, hf_dir = load_openvla_model(path)
@@ -250,7 +261,6 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
             load_film_backbone(backbone, find_component(path, "vision_backbone"), vla.compute_dtype)
             vla.vision_backbone = backbone
         head = L1RegressionActionHead(cfg.llm_dim, action_dim=7, num_actions_chunk=num_actions_chunk)
-        head_file = find_component(path, "action_head")
         head_state = load_component(head_file)
         if "model.fc2.weight" in head_state:
             head = L1RegressionActionHead(
@@ -259,13 +269,12 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
                 num_actions_chunk=num_actions_chunk,
             )
         load_strict(head, head_state, head_file)
-        proj_file = find_component(path, "proprio_projector")
         proj_state = load_component(proj_file)
         proprio_dim = int(proj_state["fc1.weight"].shape[1]) if "fc1.weight" in proj_state else 8
         proj = ProprioProjector(cfg.llm_dim, proprio_dim)
         load_strict(proj, proj_state, proj_file)
-        head.to(torch.bfloat16)  # the reference runs both heads in bf16
-        proj.to(torch.bfloat16)
+        head.to(vla.compute_dtype)  # the model's dtype: bf16 for the releases, as the reference
+        proj.to(vla.compute_dtype)
         model = OFTModel(vla, head, proj).eval()
         qname = apply_quantization(model, quantization, dev)
         tokenizer = PromptTokenizer.from_dir(hf_dir)

@@ -151,11 +151,70 @@ def test_image_path_matches_tensorflow_reference(crop):
     golden = np.load(DATA / "tf_libero_image_path.npz")
     upright = make_frame()[::-1]
     ours = images.reference_image(upright, 224, center_crop=crop)
-    expected = golden["crop" if crop else "nocrop"]
-    diff = np.abs(ours.astype(int) - expected.astype(int))
-    # Separable float32 matmuls sum in another order than TF's loop: rare +-1 at .5 boundaries.
-    assert diff.max() <= 1
-    assert (diff > 0).mean() < 1e-3
+    assert np.array_equal(ours, golden["crop" if crop else "nocrop"])
+
+
+def _tf_lanczos3_sizes() -> list[tuple[int, int]]:
+    keys = np.load(DATA / "tf_lanczos3.npz").files
+    return sorted({(int(k.split("_")[1]), int(k.split("_")[2])) for k in keys if k.startswith("w_")})
+
+
+@pytest.mark.parametrize("n_in,n_out", _tf_lanczos3_sizes())
+def test_lanczos3_weights_equal_tensorflows_bit_for_bit(n_in, n_out):
+    """Every weight as TensorFlow 2.21 computes it (read out of TF with one-hot inputs)."""
+    tf = np.load(DATA / "tf_lanczos3.npz")
+    expected = np.zeros((n_out, n_in), dtype=np.float32)
+    key = f"w_{n_in}_{n_out}"
+    expected[tf[key + "_dst"], tf[key + "_src"]] = tf[key + "_val"]
+    index, weight = images.lanczos3_spans(n_in, n_out)
+    ours = np.zeros_like(expected)
+    for dst in range(n_out):
+        ours[dst, index[dst][weight[dst] != 0]] = weight[dst][weight[dst] != 0]
+    assert np.array_equal(ours.view(np.uint32), expected.view(np.uint32))
+
+
+def test_lanczos3_kernel_uses_the_c_librarys_sinf():
+    """TF's kernel calls std::sin on floats (libm sinf); numpy's float32 sin is not that function."""
+    import ctypes
+    import ctypes.util
+
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.sinf.restype, libm.sinf.argtypes = ctypes.c_float, [ctypes.c_float]
+    _, weight = images.lanczos3_spans(256, 224)
+    x = np.linspace(0, 3 * np.pi, 5001, dtype=np.float32)
+    expected = np.array([libm.sinf(float(v)) for v in x], dtype=np.float32)
+    assert np.array_equal(images.sinf(x), expected)
+    assert not np.array_equal(np.sin(x), expected)  # why images.sinf exists
+    assert weight.dtype == np.float32
+
+
+def _clear_lanczos_caches() -> None:
+    images.lanczos3_spans.cache_clear()
+    images._trimmed_spans.cache_clear()
+
+
+def test_resize_reproduces_tensorflows_rounding_ties():
+    """588 output values that TF computes as exactly n + 0.5 (half to even): equal, numpy and numba."""
+    tf = np.load(DATA / "tf_lanczos3.npz")
+    img, coords = tf["tie_image"], tf["tie_coords"].astype(np.int64)
+    floats = images.tf_lanczos3_resize_float(img, 224)[coords[:, 0], coords[:, 1], coords[:, 2]]
+    assert np.array_equal(floats, tf["tie_values"])
+    assert np.all(floats - np.floor(floats) == np.float32(0.5))
+    assert np.array_equal(images.tf_lanczos3_resize_numpy(img, 224), tf["tie_tf"])
+    assert np.array_equal(images.tf_lanczos3_resize(img, 224), tf["tie_tf"])
+
+
+def test_rounding_ties_catch_weights_off_by_one_ulp(monkeypatch):
+    """The tie image fails weights computed with numpy's float32 sin (the previous implementation)."""
+    tf = np.load(DATA / "tf_lanczos3.npz")
+    monkeypatch.setattr(images, "sinf", lambda x: np.sin(np.asarray(x, dtype=np.float32)))
+    _clear_lanczos_caches()
+    try:
+        wrong = images.tf_lanczos3_resize_numpy(tf["tie_image"], 224)
+    finally:
+        monkeypatch.undo()
+        _clear_lanczos_caches()
+    assert (wrong != tf["tie_tf"]).sum() > 0
 
 
 def _numpy_reference_image(upright, size, crop, jpeg=True):
@@ -190,9 +249,69 @@ def test_numba_image_path_is_bit_identical_to_numpy(size):
 
 def test_pixel_lookup_table_is_bit_identical_to_numpy(tiny_dirs):
     pixels = PixelTransform.from_dir(tiny_dirs["openvla"], n_towers=2)
+    img = _every_value_image()
+    assert torch.equal(pixels(img), pixels._call_numpy(img))
+
+
+def _torchvision_reference_pixels(checkpoint: Path, img: np.ndarray) -> torch.Tensor:
+    """PrismaticImageProcessor.apply_transform for a 224 image: to_tensor + normalize per tower,
+    with torchvision's own ops and the stored tvf_normalize_params."""
+    import torchvision.transforms.functional as tvf
+    from PIL import Image
+
+    cfg = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    tensor = tvf.to_tensor(Image.fromarray(img))
+    return torch.vstack([tvf.normalize(tensor, **params) for params in cfg["tvf_normalize_params"]])
+
+
+def _every_value_image() -> np.ndarray:
     img = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     img.reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]  # every value in every channel
-    assert torch.equal(pixels(img), pixels._call_numpy(img))
+    return img
+
+
+def test_pixels_are_torchvisions_normalize_with_tvf_normalize_params(tiny_dirs):
+    """As the release's processor: tvf_normalize_params (bf16-rounded DINOv2 stats), not means/stds."""
+    d = tiny_dirs["openvla"]
+    cfg = json.loads((d / "preprocessor_config.json").read_text())
+    assert cfg["means"][0] == [0.485, 0.456, 0.406] and cfg["stds"][0] == [0.229, 0.224, 0.225]
+    assert cfg["tvf_normalize_params"][0]["mean"] == [0.484375, 0.455078125, 0.40625]
+    assert cfg["tvf_normalize_params"][0]["std"] == [0.228515625, 0.2236328125, 0.224609375]
+    img = _every_value_image()
+    expected = _torchvision_reference_pixels(d, img)
+    pixels = PixelTransform.from_dir(d, n_towers=2)
+    assert torch.equal(pixels(img), expected)
+    assert torch.equal(pixels._call_numpy(img), expected)
+    unrounded = PixelTransform(sizes=pixels.sizes, means=cfg["means"], stds=cfg["stds"])
+    assert (unrounded(img)[:3] - expected[:3]).abs().max() > 1e-3  # the test tells the fields apart
+
+
+def test_preprocessor_without_tvf_normalize_params_falls_back_with_a_warning(tiny_copy, caplog):
+    d = tiny_copy("openvla")
+    cfg = json.loads((d / "preprocessor_config.json").read_text())
+    del cfg["tvf_normalize_params"]
+    (d / "preprocessor_config.json").write_text(json.dumps(cfg))
+    with caplog.at_level("WARNING"):
+        pixels = PixelTransform.from_dir(d, n_towers=2)
+    assert "tvf_normalize_params" in caplog.text and "means/stds" in caplog.text
+    assert pixels.means == cfg["means"] and pixels.stds == cfg["stds"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [{"mean": [0.5] * 3, "std": [0.5] * 3}],  # one tower for a fused (two-tower) model
+        [{"mean": [0.5] * 3}] * 2,  # no std
+        [{"mean": [0.5] * 3, "std": [0.0] * 3}] * 2,  # division by zero
+    ],
+)
+def test_malformed_tvf_normalize_params_are_refused(tiny_copy, params):
+    d = tiny_copy("openvla")
+    cfg = json.loads((d / "preprocessor_config.json").read_text())
+    cfg["tvf_normalize_params"] = params
+    (d / "preprocessor_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="tvf_normalize_params"):
+        PixelTransform.from_dir(d, n_towers=2)
 
 
 def test_pixel_values_are_the_hand_computed_normalisation(tiny_dirs):
@@ -280,6 +399,22 @@ def test_cached_greedy_decoding_equals_full_recompute(policy):
     assert torch.equal(cached, seq)
 
 
+def test_decode_with_logits_exposes_each_greedy_step(policy):
+    obs = observation(seed=1)
+    out = policy.decode_with_logits(obs)
+    vocab = policy.cfg.text_config["vocab_size"]  # padded: argmax runs over all of it
+    assert out.logits.shape == (7, vocab) and out.logits.dtype == np.float32
+    assert out.token_ids.shape == (7,)
+    np.testing.assert_array_equal(out.logits.argmax(axis=1), out.token_ids)
+    np.testing.assert_array_equal(out.action, policy.act(obs))
+    # Step 0's logits are those of a plain forward pass over the prompt.
+    ids, pixel_values = policy.preprocess(obs)
+    with torch.no_grad():
+        embeds = policy.model.multimodal_embeddings(ids, pixel_values)
+        first = policy.model.language_model(inputs_embeds=embeds).logits[0, -1].float().numpy()
+    np.testing.assert_array_equal(out.logits[0], first)
+
+
 def test_policy_declares_reference_inputs_and_info(policy):
     assert policy.inputs.cameras == ("agentview",)
     assert policy.inputs.image_size == 256 and policy.inputs.uses_state is False
@@ -317,6 +452,12 @@ def test_missing_or_corrupted_json_files_are_named(tiny_copy, name):
         OpenVLAPolicy.from_pretrained(d, device="cpu")
 
 
+def test_openvla_policy_refuses_an_oft_checkpoint(tiny_dirs):
+    match = r"OpenVLA-OFT checkpoint.*action_head--150000.*policy=openvla_oft"
+    with pytest.raises(CheckpointError, match=match):
+        OpenVLAPolicy.from_pretrained(tiny_dirs["openvla-oft"], device="cpu")
+
+
 def test_config_that_disagrees_with_weights_is_refused(tiny_copy):
     d = tiny_copy("openvla")
     cfg = json.loads((d / "config.json").read_text())
@@ -342,11 +483,15 @@ def test_hydra_config_instantiates_the_policy(tiny_dirs):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from vla_gym.rollout import RUNNER_KEYS
+
     conf = Path(__file__).resolve().parents[2] / "conf"
     cfg = OmegaConf.load(conf / "policy" / "openvla.yaml")
     cfg.checkpoint = str(tiny_dirs["openvla"])
     cfg.device = "cpu"
-    assert cfg.pop("replan_steps") == 1
+    assert cfg.replan_steps == 1
+    for key in RUNNER_KEYS:  # read by the runner, not passed to the policy
+        cfg.pop(key, None)
     quant = OmegaConf.load(conf / "quantization" / "none.yaml")
     pol = instantiate(cfg, quantization=quant)
     assert isinstance(pol, OpenVLAPolicy) and pol.info().quantization == "none"

@@ -142,6 +142,67 @@ def test_proprio_changes_the_chunk(oft):
     assert not np.array_equal(a, oft.act(obs))
 
 
+def _to_float32_checkpoint(d: Path) -> None:
+    """Rewrite a tiny checkpoint's VLA shards (not the heads' .pt files) in float32."""
+    from safetensors.torch import save_file
+
+    for shard in sorted(d.glob("model-*.safetensors")):
+        fp32 = {k: v.float() for k, v in load_file(str(shard)).items()}
+        save_file(fp32, str(shard), metadata={"format": "pt"})
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["torch_dtype"] = cfg["text_config"]["torch_dtype"] = "float32"
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def test_heads_run_in_the_models_dtype_fp32(tiny_copy):
+    """An fp32 model gets fp32 heads fed fp32 hidden states: no bf16 island (the reference has none)."""
+    from vla_gym.policies.openvla_oft.heads import L1RegressionActionHead, ProprioProjector
+
+    d = tiny_copy("openvla-oft")
+    _to_float32_checkpoint(d)
+    policy = OpenVLAOFTPolicy.from_pretrained(d, device="cpu")
+    model = policy.model
+    assert model.vla.compute_dtype == torch.float32
+    for module in (model.action_head, model.proprio_projector):
+        assert {p.dtype for p in module.parameters()} == {torch.float32}
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        model.vla.language_model.model.register_forward_hook(
+            lambda m, args, out: seen.update(hidden=out.last_hidden_state)
+        ),
+        model.proprio_projector.register_forward_hook(lambda m, args, out: seen.update(proprio_in=args[0])),
+        model.action_head.register_forward_hook(
+            lambda m, args, out: seen.update(head_in=args[0], head_out=out)
+        ),
+    ]
+    try:
+        ids, pixel_values, proprio = policy.preprocess(observation(wrist=True))
+        chunk = model.predict(ids, pixel_values, proprio)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen["proprio_in"].dtype == seen["head_in"].dtype == seen["head_out"].dtype == torch.float32
+    # The same hidden states through fp32 heads built by hand from the checkpoint files.
+    head = L1RegressionActionHead(policy.cfg.llm_dim, action_dim=7, num_actions_chunk=8)
+    head_file = d / "action_head--150000_checkpoint.pt"
+    head.load_state_dict({k: v.float() for k, v in load_component(head_file).items()})
+    proj = ProprioProjector(policy.cfg.llm_dim, proprio_dim=8)
+    proj_file = d / "proprio_projector--150000_checkpoint.pt"
+    proj.load_state_dict({k: v.float() for k, v in load_component(proj_file).items()})
+    n_act = 8 * 7
+    start = 2 * model.vla.vision_backbone.num_patches + 1 + ids.shape[1] - 1  # patches, proprio, prompt
+    with torch.no_grad():
+        want = head(seen["hidden"][:, start : start + n_act])
+        assert torch.equal(seen["proprio_in"], proprio)
+        assert torch.equal(model.proprio_projector(proprio), proj(proprio))
+    assert torch.equal(chunk, want)
+
+
+def test_oft_policy_refuses_a_plain_openvla_checkpoint(tiny_dirs):
+    with pytest.raises(CheckpointError, match=r"not an OpenVLA-OFT checkpoint.*policy=openvla\b"):
+        OpenVLAOFTPolicy.from_pretrained(tiny_dirs["openvla"], device="cpu")
+
+
 def test_missing_action_head_is_a_clear_error(tiny_copy):
     d = tiny_copy("openvla-oft")
     (d / "action_head--150000_checkpoint.pt").unlink()
@@ -178,11 +239,15 @@ def test_hydra_config_instantiates_the_policy(tiny_dirs):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from vla_gym.rollout import RUNNER_KEYS
+
     conf = Path(__file__).resolve().parents[2] / "conf"
     cfg = OmegaConf.load(conf / "policy" / "openvla_oft.yaml")
     cfg.checkpoint = str(tiny_dirs["openvla-oft"])
     cfg.device = "cpu"
-    assert cfg.pop("replan_steps") == 8
+    assert cfg.replan_steps == 8
+    for key in RUNNER_KEYS:  # read by the runner, not passed to the policy
+        cfg.pop(key, None)
     pol = instantiate(cfg, quantization=OmegaConf.create({"name": "none"}))
     assert isinstance(pol, OpenVLAOFTPolicy)
     assert pol.act(observation(wrist=True)).shape == (8, 7)
