@@ -151,7 +151,7 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
 
         caller_rng = np.random.get_state()  # building a robosuite env resets it, drawing from np.random
         try:
-            self._sim_env = self._build_sim()
+            self._sim_env = self._build_sim_checking_cameras()
         finally:
             np.random.set_state(caller_rng)
         self._camera_gate = CameraSensorGate(self._sim_env)
@@ -165,6 +165,32 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
     def _build_sim(self) -> Any:
         """Create the robosuite env with :meth:`_camera_obs_kwargs` and the offscreen renderer on."""
         raise NotImplementedError
+
+    def _build_sim_checking_cameras(self) -> Any:
+        """:meth:`_build_sim`; if it fails with cameras requested, name an unknown camera clearly.
+
+        robosuite only says "sensor ... is invalid" for a camera the scene lacks, and the valid
+        names are known only from a built scene, so a camera-less one is built to list them.
+        """
+        try:
+            return self._build_sim()
+        except Exception as exc:
+            if not self.cameras:
+                raise
+            failure = exc.with_traceback(None)  # drop the frames that hold the half-built sim ...
+        gc.collect()  # ... so its GL context is freed now, while EGL is still up
+        requested, self.cameras = self.cameras, ()
+        probe = self._build_sim()
+        try:
+            self._sim_env = probe
+            self._check_cameras(list(requested))
+        finally:
+            self._sim_env = None
+            self.cameras = requested
+            with contextlib.suppress(Exception):
+                probe.close()
+            gc.collect()
+        raise failure
 
     def _camera_obs_kwargs(self) -> dict[str, Any]:
         """robosuite constructor arguments that observe exactly ``self.cameras`` at ``image_size``."""
