@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_gym.policy import Observation, Policy, PolicyInfo, PolicyInputs
+from typing import Sequence
+
+from vla_gym.policy import (
+    ActionChunk,
+    ChunkExecution,
+    Observation,
+    Policy,
+    PolicyInfo,
+    PolicyInputs,
+    reset_targets,
+    resolve_env_ids,
+)
 
 
 class RandomPolicy(Policy):
-    """Sample actions uniformly from [-scale, scale]^7; seeded by :meth:`reset`.
+    """Sample actions uniformly from [-scale, scale]^7; one RNG per env, seeded by :meth:`reset`.
+
+    An env's RNG is seeded with its episode seed at reset (or ``seed + env_id`` before any
+    reset), so its actions do not depend on which other envs share the batch.
 
     Args:
         chunk_size: Length T of each returned chunk.
@@ -28,15 +42,25 @@ class RandomPolicy(Policy):
         self.chunk_size = chunk_size
         self.scale = scale
         self.action_dim = action_dim
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
+        self._rngs: dict[int, np.random.Generator] = {}
         self.inputs = PolicyInputs(cameras=tuple(cameras), image_size=image_size)
+        self.execution = ChunkExecution(mode="open_loop", replan_steps=None)
 
-    def reset(self, *, seed: int | None = None) -> None:
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
+    def reset(self, env_ids: Sequence[int] | None = None, seeds: Sequence[int | None] | None = None) -> None:
+        if env_ids is None:
+            self._rngs.clear()
+        for env_id, seed in reset_targets(env_ids, seeds):
+            self._rngs[env_id] = np.random.default_rng(self.seed + env_id if seed is None else seed)
 
-    def act(self, observation: Observation) -> np.ndarray:
-        return self._rng.uniform(-self.scale, self.scale, (self.chunk_size, self.action_dim)).astype(np.float32)
+    def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+        ids = resolve_env_ids(observations, env_ids)
+        shape = (self.chunk_size, self.action_dim)
+        rows = []
+        for env_id in ids:
+            rng = self._rngs.setdefault(env_id, np.random.default_rng(self.seed + env_id))
+            rows.append(rng.uniform(-self.scale, self.scale, shape))
+        return ActionChunk(np.stack(rows).astype(np.float32))
 
     def info(self) -> PolicyInfo:
         return PolicyInfo(name="random", chunk_size=self.chunk_size)

@@ -6,11 +6,22 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_gym.policy import Observation, Policy, PolicyInfo, PolicyInputs
+from typing import Sequence
+
+from vla_gym.policy import (
+    ActionChunk,
+    ChunkExecution,
+    Observation,
+    Policy,
+    PolicyInfo,
+    PolicyInputs,
+    reset_targets,
+    resolve_env_ids,
+)
 
 
 class ReplayPolicy(Policy):
-    """Return recorded actions one per call, restarting at every :meth:`reset`.
+    """Return recorded actions one per call and env, each env restarting at its :meth:`reset`.
 
     Args:
         actions: Path to a ``.npy`` file of shape (N, 7), or an (N, 7) array.
@@ -18,6 +29,7 @@ class ReplayPolicy(Policy):
     """
 
     inputs = PolicyInputs(cameras=())
+    execution = ChunkExecution(mode="open_loop", replan_steps=1)
 
     def __init__(self, actions: str | np.ndarray, hold_last: bool = True) -> None:
         if isinstance(actions, (str, Path)):
@@ -29,19 +41,24 @@ class ReplayPolicy(Policy):
         if self.actions.ndim != 2 or len(self.actions) == 0:
             raise ValueError(f"replay actions must have shape (N, D) with N >= 1, got {self.actions.shape}")
         self.hold_last = hold_last
-        self._t = 0
+        self._cursor: dict[int, int] = {}
 
-    def reset(self, *, seed: int | None = None) -> None:
-        self._t = 0
+    def reset(self, env_ids: Sequence[int] | None = None, seeds: Sequence[int | None] | None = None) -> None:
+        if env_ids is None:
+            self._cursor.clear()
+        for env_id, _ in reset_targets(env_ids, seeds):
+            self._cursor[env_id] = 0
 
-    def act(self, observation: Observation) -> np.ndarray:
-        if self._t >= len(self.actions):
-            if not self.hold_last:
-                raise IndexError(f"replay ran out of actions after {len(self.actions)} steps")
-            return self.actions[-1:].copy()
-        action = self.actions[self._t : self._t + 1].copy()
-        self._t += 1
-        return action
+    def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+        ids = resolve_env_ids(observations, env_ids)
+        rows = []
+        for env_id in ids:
+            t = self._cursor.get(env_id, 0)
+            if t >= len(self.actions) and not self.hold_last:
+                raise IndexError(f"replay ran out of actions after {len(self.actions)} steps (env {env_id})")
+            rows.append(self.actions[min(t, len(self.actions) - 1)])
+            self._cursor[env_id] = t + 1
+        return ActionChunk(np.stack(rows)[:, None, :])
 
     def info(self) -> PolicyInfo:
         return PolicyInfo(name="replay", action_dim=int(self.actions.shape[1]))

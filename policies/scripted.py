@@ -19,13 +19,22 @@ its centre, a few centimetres below its top. A grasp that did not lift the objec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from vla_gym.policy import Observation, Policy, PolicyInfo, PolicyInputs
+from vla_gym.envs.contract import GRIPPER_CLOSE as CLOSE, GRIPPER_OPEN as OPEN, OSC_POS_METRES_PER_UNIT
+from vla_gym.policy import (
+    ActionChunk,
+    ChunkExecution,
+    Observation,
+    Policy,
+    PolicyInfo,
+    PolicyInputs,
+    reset_targets,
+    resolve_env_ids,
+)
 
-OPEN, CLOSE = -1.0, 1.0
-METRES_PER_ACTION_UNIT = 0.05  # OSC_POSE: a[:3] = 1 asks for a 5 cm step
 RIM_GRASP_KEYWORDS = ("bowl", "plate", "basket", "tray")
 
 
@@ -44,7 +53,7 @@ class _Waypoint:
 
 
 class ScriptedPickPlacePolicy(Policy):
-    """Privileged scripted expert for pick-and-place goals.
+    """Privileged scripted expert for pick-and-place goals, one plan per env.
 
     Args:
         lift_height: How high (m) above its start the object is carried between pick and place.
@@ -53,15 +62,40 @@ class ScriptedPickPlacePolicy(Policy):
     """
 
     inputs = PolicyInputs(cameras=(), uses_state=True, uses_privileged=True)
+    execution = ChunkExecution(mode="open_loop", replan_steps=1)
 
     def __init__(self, lift_height: float = 0.12, grasp_depth: float = 0.025, max_grasp_attempts: int = 3) -> None:
         self.lift_height = lift_height
         self.grasp_depth = grasp_depth
         self.max_grasp_attempts = max_grasp_attempts
-        self.reset()
+        self._episodes: dict[int, _PickPlaceEpisode] = {}
 
-    # ------------------------------------------------------------------ API
-    def reset(self, *, seed: int | None = None) -> None:
+    def reset(self, env_ids: Sequence[int] | None = None, seeds: Sequence[int | None] | None = None) -> None:
+        if env_ids is None:
+            self._episodes.clear()
+        for env_id, _ in reset_targets(env_ids, seeds):
+            self._episodes.pop(env_id, None)
+
+    def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+        ids = resolve_env_ids(observations, env_ids)
+        actions = []
+        for env_id, obs in zip(ids, observations):
+            if env_id not in self._episodes:
+                self._episodes[env_id] = _PickPlaceEpisode(self.lift_height, self.grasp_depth, self.max_grasp_attempts)
+            actions.append(self._episodes[env_id].act(obs))
+        return ActionChunk(np.stack(actions)[:, None, :])
+
+    def info(self) -> PolicyInfo:
+        return PolicyInfo(name="scripted")
+
+
+class _PickPlaceEpisode:
+    """The expert's plan for one episode of one env (waypoints, grasp attempts, predicates)."""
+
+    def __init__(self, lift_height: float, grasp_depth: float, max_grasp_attempts: int) -> None:
+        self.lift_height = lift_height
+        self.grasp_depth = grasp_depth
+        self.max_grasp_attempts = max_grasp_attempts
         self._plan: list[_Waypoint] = []
         self._steps_in_wp = 0
         self._held = 0
@@ -71,6 +105,7 @@ class ScriptedPickPlacePolicy(Policy):
         self._obj_start_z = 0.0
 
     def act(self, observation: Observation) -> np.ndarray:
+        """The next (7,) action for this episode."""
         priv = observation.get("privileged")
         if priv is None:
             raise ValueError("the scripted expert needs obs['privileged']; build the env with privileged=True")
@@ -80,14 +115,11 @@ class ScriptedPickPlacePolicy(Policy):
         if not self._plan:
             self._replan(priv, eef)
         if not self._plan:  # all predicates done: hold still, gripper open
-            return np.array([[0, 0, 0, 0, 0, 0, OPEN]], dtype=np.float32)
+            return np.array([0, 0, 0, 0, 0, 0, OPEN], dtype=np.float32)
         wp = self._plan[0]
         action = self._servo(eef, wp)
         self._advance(eef, wp)
-        return action[None, :]
-
-    def info(self) -> PolicyInfo:
-        return PolicyInfo(name="scripted")
+        return action
 
     # ------------------------------------------------------------------ planning
     @staticmethod
@@ -177,7 +209,7 @@ class ScriptedPickPlacePolicy(Policy):
     # ------------------------------------------------------------------ control
     @staticmethod
     def _servo(eef: np.ndarray, wp: _Waypoint) -> np.ndarray:
-        delta = (wp.target - eef) / METRES_PER_ACTION_UNIT
+        delta = (wp.target - eef) / OSC_POS_METRES_PER_UNIT
         norm = np.linalg.norm(delta)
         if norm > wp.speed:
             delta *= wp.speed / norm

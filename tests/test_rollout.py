@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import imageio.v2 as imageio
 import pytest
@@ -161,15 +160,15 @@ def test_libero_scenes_follow_the_policys_reference_seed_unless_overridden(tmp_p
     from hydra import compose, initialize_config_module
 
     from vla_gym.config import CONFIG_MODULE, register_configs
-    from vla_gym.rollout import RUNNER_KEYS, resolve_scene_seed
+    from vla_gym.rollout import _policy_class, resolve_scene_seed
 
     register_configs()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         for overrides, expected in [(["policy=openvla_oft"], 0), (["policy=openvla", "scene.seed=7"], 7),
                                     (["policy=scripted"], 0)]:
             cfg = compose("rollout", overrides=overrides)
-            policy_defaults = {k: cfg.policy[k] for k in RUNNER_KEYS if k in cfg.policy}
-            assert resolve_scene_seed(cfg, policy_defaults) == expected, overrides
+            declared_by = _policy_class(cfg.policy._target_)  # the seed is class data: no weights needed
+            assert resolve_scene_seed(cfg, declared_by) == expected, overrides
     out = tmp_path / "run"
     rollout(["env=libero_spatial", "policy=random", "tasks=[0]", "episodes_per_task=1", "max_steps=2",
              "video.enabled=false", "scene.seed=7", f"hydra.run.dir={out}"], subprocess_env)

@@ -13,7 +13,6 @@ run goes on with a fresh env.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from vla_gym.chunking import make_executor
+from vla_gym.chunking import ChunkedActor
 from vla_gym.config import CONFIG_MODULE, check_overrides, register_configs
 from vla_gym.policy import Policy
 from vla_gym.results import (
@@ -43,27 +42,37 @@ log = logging.getLogger("vla_gym.rollout")
 EPISODES_FILE = "episodes.jsonl"
 RESULTS_FILE = "results.json"
 RUN_FILE = "run.json"
-RUNNER_KEYS = ("replan_steps", "chunk_mode", "scene_seed")
-"""Keys a policy YAML may carry as defaults for the runner (chunk execution, the reference
-eval's scene seed); not passed to the policy."""
+RUNNER_KEYS: tuple[str, ...] = ()
+"""Policy-YAML keys the runner reads instead of the policy (none since Policy API v2: chunk
+execution and the reference scene seed are declared on the policy class)."""
 DEFAULT_SCENE_SEED = 0
-"""Scene seed S when neither ``scene.seed`` nor the policy sets one: OpenVLA/OFT's ``env.seed(0)``."""
+"""Scene seed S when neither ``scene.seed`` nor the policy declares one: OpenVLA/OFT's ``env.seed(0)``."""
 
 
 # ---------------------------------------------------------------------------- building
-def build_policy(policy_cfg: DictConfig, quantization_cfg: Any) -> tuple[Policy, dict[str, Any]]:
-    """Instantiate the policy; pass the quantization config to loaders that accept it."""
-    from hydra.utils import get_method, instantiate
+def _policy_class(target: str) -> type:
+    """The class a ``_target_`` builds: the class itself, or the owner of a classmethod such as ``from_pretrained``."""
+    from hydra.utils import get_method
+
+    obj = get_method(target)
+    owner = obj if isinstance(obj, type) else getattr(obj, "__self__", None)
+    if not isinstance(owner, type) or not issubclass(owner, Policy):
+        raise ValueError(f"policy _target_ {target!r} is neither a vla_gym Policy class nor one of its classmethods")
+    return owner
+
+
+def build_policy(policy_cfg: DictConfig, quantization_cfg: Any) -> Policy:
+    """Instantiate the policy; policies that declare ``loads_weights`` get ``quantization=`` explicitly."""
+    from hydra.utils import instantiate
 
     cfg = OmegaConf.to_container(policy_cfg, resolve=True)
-    chunk_defaults = {k: cfg.pop(k) for k in RUNNER_KEYS if k in cfg}
     q = OmegaConf.to_container(quantization_cfg, resolve=True) if quantization_cfg is not None else None
     q_name = (q or {}).get("name", "none")
     target = cfg.get("_target_")
     if not target:
         raise ValueError("the policy config has no _target_; pick one with policy=<name> (see conf/policy/)")
-    params = inspect.signature(get_method(target)).parameters
-    if "quantization" in params:
+    cls = _policy_class(target)
+    if cls.loads_weights:
         cfg["quantization"] = q
     elif q_name != "none":
         raise ValueError(
@@ -73,7 +82,15 @@ def build_policy(policy_cfg: DictConfig, quantization_cfg: Any) -> tuple[Policy,
     policy = instantiate(cfg)
     if not isinstance(policy, Policy):
         raise TypeError(f"{target} built a {type(policy).__name__}, not a vla_gym.policy.Policy")
-    return policy, chunk_defaults
+    return policy
+
+
+def chunk_execution(cfg: DictConfig, policy: Policy) -> dict[str, Any]:
+    """Chunk execution: the policy's declared defaults, overridden by explicit ``chunk.*`` values."""
+    declared = policy.execution
+    mode = cfg.chunk.mode or declared.mode
+    replan = cfg.chunk.replan_steps if cfg.chunk.replan_steps is not None else declared.replan_steps
+    return {"mode": str(mode), "replan_steps": replan, "k": float(cfg.chunk.k)}
 
 
 def resolve_tasks(cfg: DictConfig) -> list[int]:
@@ -104,11 +121,12 @@ def task_label(cfg: DictConfig, task_index: int) -> str:
     return cfg.env.id.split("/", 1)[1]
 
 
-def resolve_scene_seed(cfg: DictConfig, policy_defaults: dict[str, Any]) -> int:
-    """S of the reference scene stream: ``scene.seed``, else the policy's eval's, else 0."""
+def resolve_scene_seed(cfg: DictConfig, policy: Policy) -> int:
+    """S of the reference scene stream: ``scene.seed``, else the policy's reference eval's, else 0."""
     if cfg.scene.seed is not None:
         return int(cfg.scene.seed)
-    return int(policy_defaults.get("scene_seed", DEFAULT_SCENE_SEED))
+    declared = policy.reference_scene_seed
+    return int(DEFAULT_SCENE_SEED if declared is None else declared)
 
 
 def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: bool, scene_seed: int = 0):
@@ -141,17 +159,18 @@ def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: boo
 
 
 # ---------------------------------------------------------------------------- episodes
-def run_episode(env, executor, *, seed: int, init_state_id: int | None, record_video: bool,
+def run_episode(env, actor: ChunkedActor, *, seed: int, init_state_id: int | None, record_video: bool,
                 video_size: int, cameras: tuple[str, ...]) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Run one episode; return its measurements and (if recording) the video frames."""
+    """Run one episode of env 0 of ``actor``; return its measurements and (if recording) the video frames."""
     from vla_gym.video import compose_frame
 
     options = {"init_state_id": init_state_id} if init_state_id is not None else None
     obs, info = env.reset(seed=seed, options=options)
-    executor.reset(seed=seed)
+    actor.reset(env_ids=[0], seeds=[seed])
     instruction = obs["instruction"]
     frames: list[np.ndarray] = []
     latencies: list[float] = []
+    stage_ms: dict[str, list[float]] = {}
     steps, total_reward, success = 0, 0.0, bool(info.get("is_success", False))
 
     def snapshot(status: str) -> None:
@@ -162,12 +181,11 @@ def run_episode(env, executor, *, seed: int, init_state_id: int | None, record_v
     snapshot("t=0")
     terminated = truncated = success
     while not (terminated or truncated):
-        queries = executor.num_queries
-        t0 = time.perf_counter()
-        action = executor.step(obs)
-        dt = time.perf_counter() - t0
-        if executor.num_queries > queries:
-            latencies.append(1000.0 * dt)
+        action = actor.step({0: obs})[0]
+        if actor.last_call is not None:
+            latencies.append(actor.last_call["wall_ms"])
+            for stage, ms in actor.last_call["info"].get("timing_ms", {}).items():
+                stage_ms.setdefault(str(stage), []).append(float(ms))
         obs, reward, terminated, truncated, info = env.step(action)
         steps += 1
         total_reward += float(reward)
@@ -178,6 +196,7 @@ def run_episode(env, executor, *, seed: int, init_state_id: int | None, record_v
         instruction=instruction, success=success, steps=steps, sum_reward=total_reward,
         latency_ms_mean=float(lat.mean()), latency_ms_p95=float(np.percentile(lat, 95)),
         policy_queries=len(latencies), init_state_id=info.get("init_state_id", init_state_id),
+        policy_timing_ms={stage: float(np.mean(v)) for stage, v in stage_ms.items()},
     )
     return result, frames
 
@@ -238,11 +257,10 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
     atomic_write_json(out / RUN_FILE, {"config_fingerprint": fingerprint})
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    policy, chunk_defaults = build_policy(cfg.policy, cfg.quantization)
-    mode = cfg.chunk.mode or chunk_defaults.get("chunk_mode", "open_loop")
-    replan = cfg.chunk.replan_steps if cfg.chunk.replan_steps is not None else chunk_defaults.get("replan_steps")
-    executor = make_executor(policy, mode, replan, cfg.chunk.k)
-    scene = {"seeding": str(cfg.scene.seeding), "seed": resolve_scene_seed(cfg, chunk_defaults)} \
+    policy = build_policy(cfg.policy, cfg.quantization)
+    chunk = chunk_execution(cfg, policy)
+    actor = ChunkedActor(policy, num_envs=1, **chunk)
+    scene = {"seeding": str(cfg.scene.seeding), "seed": resolve_scene_seed(cfg, policy)} \
         if cfg.env.kind == "libero" else None
     policy_info = asdict(policy.info())
     policy_name = (choices or {}).get("policy") or policy_info["name"]
@@ -258,7 +276,7 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
         "env": cfg.env.id, "policy": policy_name, "quantization": (cfg.quantization or {}).get("name", "none"),
         "perturbation": cfg.perturbation.name, "perturbation_strength": float(cfg.perturbation.strength),
         "seed": int(cfg.seed), "config_fingerprint": fingerprint, "policy_info": policy_info,
-        "chunk": {"mode": mode, "replan_steps": replan, "k": cfg.chunk.k}, "scene": scene,
+        "chunk": chunk, "scene": scene,
     }
     records = load_records(out / EPISODES_FILE)
     done = {r.key for r in records}
@@ -282,7 +300,7 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
                         env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled),
                                        scene_seed=(scene or {}).get("seed", 0))
                         instruction = env.unwrapped.instruction
-                    res, frames = run_episode(env, executor, seed=seed, init_state_id=init_id,
+                    res, frames = run_episode(env, actor, seed=seed, init_state_id=init_id,
                                               record_video=record_video, video_size=int(cfg.video.size),
                                               cameras=tuple(policy.inputs.cameras))
                 except Exception as e:  # noqa: BLE001 - one broken episode must not end the run
@@ -304,6 +322,7 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
                     sum_reward=float(res.get("sum_reward", 0.0)), wall_s=time.perf_counter() - t0,
                     latency_ms_mean=res.get("latency_ms_mean", 0.0), latency_ms_p95=res.get("latency_ms_p95", 0.0),
                     policy_queries=res.get("policy_queries", 0), video=video_rel, error=error,
+                    extra={"policy_timing_ms": res["policy_timing_ms"]} if res.get("policy_timing_ms") else {},
                     policy=policy_name, perturbation=cfg.perturbation.name,
                     perturbation_strength=float(cfg.perturbation.strength),
                 )

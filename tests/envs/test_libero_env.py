@@ -130,17 +130,17 @@ def test_truncation_at_the_suite_limit_and_configurable():
 
 
 def test_scripted_expert_reaches_success_and_episode_terminates():
-    from vla_gym.chunking import OpenLoopExecutor
+    from vla_gym.chunking import ChunkedActor
     from vla_gym.policies.scripted import ScriptedPickPlacePolicy
 
     env = gym.make("vla_gym/libero_spatial", task=0, cameras=(), privileged=True)
-    executor = OpenLoopExecutor(ScriptedPickPlacePolicy())
+    actor = ChunkedActor(ScriptedPickPlacePolicy())
     try:
         obs, info = env.reset(seed=0, options={"init_state_id": 0})
-        executor.reset()
+        actor.reset()
         terminated = truncated = False
         while not (terminated or truncated):
-            obs, reward, terminated, truncated, info = env.step(executor.step(obs))
+            obs, reward, terminated, truncated, info = env.step(actor.step({0: obs})[0])
         assert terminated and info["is_success"] and reward == 1.0
     finally:
         env.close()

@@ -89,17 +89,17 @@ def test_same_seed_same_scene_different_seed_different_scene():
 
 
 def test_scripted_expert_lifts_the_cube_and_episode_terminates_on_success():
-    from vla_gym.chunking import OpenLoopExecutor
+    from vla_gym.chunking import ChunkedActor
     from vla_gym.policies.scripted import ScriptedPickPlacePolicy
 
     env = _make(cameras=(), privileged=True)
-    executor = OpenLoopExecutor(ScriptedPickPlacePolicy())
+    actor = ChunkedActor(ScriptedPickPlacePolicy())
     try:
         obs, info = env.reset(seed=0)
-        executor.reset(seed=0)
+        actor.reset(env_ids=[0], seeds=[0])
         assert not info["is_success"]
         for _ in range(env.spec.max_episode_steps):
-            obs, reward, terminated, truncated, info = env.step(executor.step(obs))
+            obs, reward, terminated, truncated, info = env.step(actor.step({0: obs})[0])
             if terminated or truncated:
                 break
         assert terminated and info["is_success"] and reward == 1.0 and not truncated
