@@ -35,8 +35,9 @@ rollout: $(VENV)/.core
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: browser tests will be skipped"; }
 
-## The test suite (default: everything not marked slow)
+## ruff (rules in pyproject.toml), then the test suite (default: everything not marked slow)
 test: $(VENV)/.dev browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-all: PYTEST_ARGS=

@@ -43,7 +43,6 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         self.max_std = check_positive("max_std", max_std)
         self.noise_gripper = bool(noise_gripper)
         self.rng = episode_rng(None, self.salt)
-        self._last: np.ndarray | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset and seed this episode's noise."""

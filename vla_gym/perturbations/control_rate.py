@@ -78,10 +78,11 @@ class ControlRate(ModelEditWrapper):
 
     def step(self, action: np.ndarray):
         """Execute ``action`` for ``hold_steps`` control steps (1 in ``period`` mode)."""
-        total = 0.0
-        for k in range(self.hold_steps):
+        total, held = 0.0, 0
+        for _ in range(self.hold_steps):
             obs, reward, terminated, truncated, info = self.env.step(action)
             total += float(reward)
+            held += 1
             if terminated or truncated:
                 break
-        return obs, total, terminated, truncated, {**info, "held_steps": k + 1}
+        return obs, total, terminated, truncated, {**info, "held_steps": held}
