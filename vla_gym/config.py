@@ -75,7 +75,7 @@ class RolloutConfig:
     policy: Any = None
     quantization: Any = None
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
-    tasks: Any = None
+    tasks: Any = "default"
     episodes_per_task: int = 2
     init_state_ids: Optional[list[int]] = None
     seed: int = 7
@@ -85,6 +85,8 @@ class RolloutConfig:
     scene: SceneConfig = field(default_factory=SceneConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    retry_errors: bool = True
+    """On resume, re-run episodes whose record has an ``error`` (earlier errors kept in ``extra.previous_errors``)."""
     output_dir: str = "rollouts/latest"
 
 

@@ -1,19 +1,19 @@
 """``python -m vla_gym.rollout``: evaluate a policy on env tasks, with videos and results.
 
-Composed by Hydra from ``conf/`` (env x policy x quantization x perturbation). For every
-task and episode: reset the env and the policy together, execute action chunks through
-:mod:`vla_gym.chunking` until success or the step limit, then append the episode to
-``episodes.jsonl``, rewrite ``results.json`` atomically and write the episode's video.
+Composed by Hydra from ``conf/`` (env x policy x quantization x perturbation). The config is
+validated and its episodes listed first (:mod:`vla_gym.plan`: a bad config exits with one line
+and writes nothing); the run directory is then locked and checked (:mod:`vla_gym.run_store`),
+the policy built, and for every pending episode: reset the env and the policy together, execute
+action chunks through :mod:`vla_gym.chunking` until success or the step limit, then store the
+episode in ``episodes.jsonl``, rewrite ``results.json`` atomically and write its video.
 
-Re-running into the same output directory resumes: finished episodes are skipped. A crash
-inside one episode (e.g. MuJoCo instability) is recorded as that episode's ``error`` and the
-run goes on with a fresh env.
+Re-running into the same output directory resumes: finished episodes are skipped, errored ones
+are retried (``retry_errors``). A crash inside one episode (e.g. MuJoCo instability) is recorded
+as that episode's ``error`` and the run goes on with a fresh env.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -27,26 +27,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_gym.chunking import ChunkedActor
 from vla_gym.config import CONFIG_MODULE, check_overrides, register_configs
+from vla_gym.plan import DEFAULT_SCENE_SEED, ConfigError, plan_run, resolve_scene_seed, resolve_tasks
 from vla_gym.policy import Policy
-from vla_gym.results import (
-    EpisodeRecord,
-    aggregate,
-    append_record,
-    atomic_write_json,
-    atomic_write_text,
-    load_records,
-)
+from vla_gym.results import EpisodeRecord, atomic_write_text
+from vla_gym.run_store import EPISODES_FILE, RESULTS_FILE, RUN_FILE, RunStore, RunStoreError, outcome_config
 
 log = logging.getLogger("vla_gym.rollout")
 
-EPISODES_FILE = "episodes.jsonl"
-RESULTS_FILE = "results.json"
-RUN_FILE = "run.json"
 RUNNER_KEYS: tuple[str, ...] = ()
 """Policy-YAML keys the runner reads instead of the policy (none since Policy API v2: chunk
 execution and the reference scene seed are declared on the policy class)."""
-DEFAULT_SCENE_SEED = 0
-"""Scene seed S when neither ``scene.seed`` nor the policy declares one: OpenVLA/OFT's ``env.seed(0)``."""
+__all__ = [
+    "DEFAULT_SCENE_SEED", "EPISODES_FILE", "RESULTS_FILE", "RUN_FILE", "build_policy", "chunk_execution",
+    "format_summary", "main", "make_env", "resolve_scene_seed", "resolve_tasks", "run", "run_episode",
+]
 
 
 # ---------------------------------------------------------------------------- building
@@ -91,42 +85,6 @@ def chunk_execution(cfg: DictConfig, policy: Policy) -> dict[str, Any]:
     mode = cfg.chunk.mode or declared.mode
     replan = cfg.chunk.replan_steps if cfg.chunk.replan_steps is not None else declared.replan_steps
     return {"mode": str(mode), "replan_steps": replan, "k": float(cfg.chunk.k)}
-
-
-def resolve_tasks(cfg: DictConfig) -> list[int]:
-    """Task indices to run, from ``tasks`` (null, index, name, list or "all")."""
-    if cfg.env.kind == "robosuite":  # one task per env id: `tasks` selects within LIBERO suites only
-        return [0]
-    from vla_gym.envs.libero import resolve_task, task_names
-
-    suite = cfg.env.id.split("/", 1)[1]
-    spec = cfg.tasks
-    if spec is None or spec == "all":
-        return list(range(len(task_names(suite))))
-    items = list(spec) if isinstance(spec, (list, tuple)) or OmegaConf.is_list(spec) else [spec]
-    return [resolve_task(suite, t) for t in items]
-
-
-def suite_name(cfg: DictConfig) -> str:
-    """The suite recorded with each episode: the LIBERO suite, or ``robosuite``."""
-    return cfg.env.id.split("/", 1)[1] if cfg.env.kind == "libero" else "robosuite"
-
-
-def task_label(cfg: DictConfig, task_index: int) -> str:
-    """A task's name, known without building its env (so crashed episodes are named too)."""
-    if cfg.env.kind == "libero":
-        from vla_gym.envs.libero import task_names
-
-        return task_names(suite_name(cfg))[task_index]
-    return cfg.env.id.split("/", 1)[1]
-
-
-def resolve_scene_seed(cfg: DictConfig, policy: Policy) -> int:
-    """S of the reference scene stream: ``scene.seed``, else the policy's reference eval's, else 0."""
-    if cfg.scene.seed is not None:
-        return int(cfg.scene.seed)
-    declared = policy.reference_scene_seed
-    return int(DEFAULT_SCENE_SEED if declared is None else declared)
 
 
 def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: bool, scene_seed: int = 0):
@@ -201,144 +159,144 @@ def run_episode(env, actor: ChunkedActor, *, seed: int, init_state_id: int | Non
     return result, frames
 
 
-def _config_fingerprint(cfg: DictConfig) -> str:
-    """Hash of everything that changes episode outcomes (not output paths or video options)."""
-    keys = ("env", "policy", "quantization", "perturbation", "seed", "max_steps", "image_size", "render_quality",
-            "chunk", "scene")
-    blob = json.dumps({k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-                       for k in keys}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _check_resume(out: Path, fingerprint: str) -> None:
-    run_file = out / RUN_FILE
-    if run_file.exists():
-        previous = json.loads(run_file.read_text()).get("config_fingerprint")
-        if previous != fingerprint:
-            raise SystemExit(
-                f"error: {out} already holds a run with a different config (fingerprint {previous} != "
-                f"{fingerprint}); resuming would mix results. Choose another output dir "
-                "(hydra.run.dir=...) or delete that one."
-            )
-
-
 def format_summary(results: dict[str, Any]) -> str:
-    """A plain-text table of per-task and overall success rates."""
-    rows = [("task", "success", "rate", "95% CI", "mean steps")]
+    """A plain-text table of per-task and overall success rates, with errored episodes beside them."""
+    rows = [("task", "success", "errors", "rate", "95% CI", "mean steps")]
+
+    def row(name: str, s: dict[str, Any]) -> tuple[str, ...]:
+        return (name, f"{s['successes']}/{s['episodes']}", str(s.get("errors", 0)), f"{s['pc_success']:.1f}%",
+                f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]", f"{s['mean_steps']:.0f}")
+
     for s in results["per_task"].values():
-        name = s["task"] if len(s["task"]) <= 70 else s["task"][:69] + "…"
-        rows.append((name, f"{s['successes']}/{s['episodes']}", f"{s['pc_success']:.1f}%",
-                     f"[{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]", f"{s['mean_steps']:.0f}"))
-    o = results["overall"]
-    rows.append(("overall", f"{o['successes']}/{o['episodes']}", f"{o['pc_success']:.1f}%",
-                 f"[{100 * o['ci95'][0]:.1f}, {100 * o['ci95'][1]:.1f}]", f"{o['mean_steps']:.0f}"))
+        rows.append(row(s["task"] if len(s["task"]) <= 70 else s["task"][:69] + "…", s))
+    rows.append(row("overall", results["overall"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().replace("\n", " ") or type(e).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.policy`` on ``cfg.env``; return the aggregated results.
 
     ``choices`` are Hydra's config-group choices (``policy: openvla``), used to name things.
+    Raises :class:`~vla_gym.plan.ConfigError` (bad config, policy that cannot be built) or
+    :class:`~vla_gym.run_store.RunStoreError` (directory locked or of another config) before
+    anything is written into the run directory.
     """
     from tqdm import tqdm
 
-    from vla_gym.envs.libero import SCENE_SEEDINGS
     from vla_gym.video import write_video
 
-    if cfg.scene.seeding not in SCENE_SEEDINGS:
-        raise SystemExit(f"error: scene.seeding must be one of {list(SCENE_SEEDINGS)}, got {cfg.scene.seeding!r}")
+    target = cfg.policy.get("_target_") if isinstance(cfg.policy, DictConfig) else None
+    if not target:
+        raise ConfigError("the policy config has no _target_; pick one with policy=<name> (see conf/policy/)")
+    try:
+        policy_cls = _policy_class(target)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(f"policy._target_ {target!r}: {_one_line(e)}") from None
+    plan = plan_run(cfg, policy_cls)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fingerprint = _config_fingerprint(cfg)
-    _check_resume(out, fingerprint)
-    atomic_write_json(out / RUN_FILE, {"config_fingerprint": fingerprint})
-    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    store = RunStore(out, outcome_config(cfg), retry_errors=bool(cfg.retry_errors))
+    with store:  # locked from here; refused if another run holds the dir or it is of another config
+        try:
+            policy = build_policy(cfg.policy, cfg.quantization)
+        except Exception as e:  # noqa: BLE001 - any failure to build is a start failure, reported in one line
+            log.debug("building the policy failed:\n%s", traceback.format_exc())
+            raise ConfigError(f"could not build the policy ({target}): {type(e).__name__}: {_one_line(e)}") from None
+        try:
+            return _run_episodes(cfg, plan, store, policy, choices, write_video, tqdm)
+        finally:
+            policy.close()
 
-    policy = build_policy(cfg.policy, cfg.quantization)
+
+def _run_episodes(cfg: DictConfig, plan, store: RunStore, policy: Policy, choices, write_video, tqdm) -> dict[str, Any]:
+    out = store.dir
     chunk = chunk_execution(cfg, policy)
     actor = ChunkedActor(policy, num_envs=1, **chunk)
-    scene = {"seeding": str(cfg.scene.seeding), "seed": resolve_scene_seed(cfg, policy)} \
-        if cfg.env.kind == "libero" else None
     policy_info = asdict(policy.info())
     policy_name = (choices or {}).get("policy") or policy_info["name"]
-    tasks = resolve_tasks(cfg)
-    n_eps = int(cfg.episodes_per_task)
-    if n_eps < 1:
-        raise ValueError(f"episodes_per_task must be >= 1, got {n_eps}")
-    init_ids = list(cfg.init_state_ids) if cfg.init_state_ids is not None else None
-    if init_ids is not None and len(init_ids) < n_eps:
-        raise ValueError(f"init_state_ids has {len(init_ids)} ids for {n_eps} episodes per task")
-
     meta = {
-        "env": cfg.env.id, "policy": policy_name, "quantization": (cfg.quantization or {}).get("name", "none"),
+        "env": cfg.env.id, "suite": plan.suite, "policy": policy_name,
+        "quantization": (cfg.quantization or {}).get("name", "none"),
         "perturbation": cfg.perturbation.name, "perturbation_strength": float(cfg.perturbation.strength),
-        "seed": int(cfg.seed), "config_fingerprint": fingerprint, "policy_info": policy_info,
-        "chunk": chunk, "scene": scene,
+        "seed": int(cfg.seed), "config_fingerprint": store.fingerprint, "policy_info": policy_info,
+        "chunk": chunk, "scene": plan.scene,
     }
-    records = load_records(out / EPISODES_FILE)
-    done = {r.key for r in records}
-    total = len(tasks) * n_eps
-    bar = tqdm(total=total, initial=sum(1 for r in records), desc="episodes", unit="ep", dynamic_ncols=True)
+    store.start(env=cfg.env.id, suite=plan.suite)
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    pending = [e for e in plan.episodes if not store.is_done(e.key)]
+    retried = sum(store.get(e.key) is not None for e in pending)
+    if retried:
+        log.info("retrying %d errored episode(s) (retry_errors=true)", retried)
+    total = len(plan.episodes)
+    bar = tqdm(total=total, initial=total - len(pending), desc="episodes", unit="ep", dynamic_ncols=True)
     try:
-        suite = suite_name(cfg)
-        for task_index in tasks:
+        for task_index in plan.tasks:
             env = None
-            task_name, instruction = task_label(cfg, task_index), ""
-            for ep in range(n_eps):
-                if (suite, task_index, ep) in done:
-                    continue
-                record_video = bool(cfg.video.enabled) and ep < int(cfg.video.max_per_task)
-                seed = int(cfg.seed) + ep
-                init_id = (init_ids[ep] if init_ids else ep) if cfg.env.kind == "libero" else None
+            instruction = ""
+            for ep in (e for e in pending if e.task_index == task_index):
+                suite, task_name = plan.suite, ep.task
                 t0 = time.perf_counter()
                 error, frames, res = None, [], {}
                 try:
                     if env is None:
                         env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled),
-                                       scene_seed=(scene or {}).get("seed", 0))
+                                       scene_seed=(plan.scene or {}).get("seed", 0))
                         instruction = env.unwrapped.instruction
-                    res, frames = run_episode(env, actor, seed=seed, init_state_id=init_id,
-                                              record_video=record_video, video_size=int(cfg.video.size),
+                    # names from the env itself (a LIBERO-PRO suite's, not the base suite's)
+                    suite, task_name = str(env.unwrapped.suite_name), str(env.unwrapped.task_name)
+                    if (suite, task_name) != (plan.suite, ep.task):
+                        log.warning("env reports %s/%s where the plan has %s/%s", suite, task_name, plan.suite, ep.task)
+                    res, frames = run_episode(env, actor, seed=ep.seed, init_state_id=ep.init_state_id,
+                                              record_video=ep.record_video, video_size=int(cfg.video.size),
                                               cameras=tuple(policy.inputs.cameras))
                 except Exception as e:  # noqa: BLE001 - one broken episode must not end the run
                     error = f"{type(e).__name__}: {e}"
-                    log.error("episode %d of task %d failed:\n%s", ep, task_index, traceback.format_exc())
+                    log.error("episode %d of task %d failed:\n%s", ep.episode_index, task_index,
+                              traceback.format_exc())
                     if env is not None:
                         env.close()
                     env = None  # a crashed simulator is rebuilt for the next episode
                 video_rel = None
                 if frames:
                     outcome = "success" if res.get("success") else "failure"
-                    video_rel = f"videos/{task_name}/ep{ep:03d}_{outcome}.mp4"
+                    video_rel = f"videos/{task_name}/ep{ep.episode_index:03d}_{outcome}.mp4"
                     write_video(out / video_rel, frames, fps=int(cfg.video.fps))
-                record = EpisodeRecord(
+                extra: dict[str, Any] = {}
+                if ep.scene is not None:
+                    extra["scene"] = ep.scene
+                if res.get("policy_timing_ms"):
+                    extra["policy_timing_ms"] = res["policy_timing_ms"]
+                record = store.add(EpisodeRecord(
                     suite=suite, task=task_name, task_index=task_index,
-                    init_state_id=res.get("init_state_id", init_id), episode_index=ep, seed=seed,
+                    init_state_id=ep.init_state_id, episode_index=ep.episode_index, seed=ep.seed,
                     instruction=res.get("instruction", instruction),
                     success=bool(res.get("success", False)), steps=int(res.get("steps", 0)),
                     sum_reward=float(res.get("sum_reward", 0.0)), wall_s=time.perf_counter() - t0,
                     latency_ms_mean=res.get("latency_ms_mean", 0.0), latency_ms_p95=res.get("latency_ms_p95", 0.0),
-                    policy_queries=res.get("policy_queries", 0), video=video_rel, error=error,
-                    extra={"policy_timing_ms": res["policy_timing_ms"]} if res.get("policy_timing_ms") else {},
+                    policy_queries=res.get("policy_queries", 0), video=video_rel, error=error, extra=extra,
                     policy=policy_name, perturbation=cfg.perturbation.name,
                     perturbation_strength=float(cfg.perturbation.strength),
-                )
-                append_record(out / EPISODES_FILE, record)
-                records.append(record)
-                atomic_write_json(out / RESULTS_FILE, aggregate(records, meta))
+                ))
+                if record.extra.get("previous_errors"):
+                    log.info("episode %d of task %d retried: %s", ep.episode_index, task_index,
+                             "error again" if error else "ok")
+                store.write_results(meta)
                 bar.update(1)
-                bar.set_postfix(success=f"{sum(r.success for r in records)}/{len(records)}")
+                n_ok = sum(r.success for r in store.records)
+                n_err = sum(r.error is not None for r in store.records)
+                bar.set_postfix(success=f"{n_ok}/{len(store.records)}", errors=n_err)
             if env is not None:
                 env.close()
     finally:
         bar.close()
-        policy.close()
-    results = aggregate(records, meta)
-    atomic_write_json(out / RESULTS_FILE, results)
-    return results
+    return store.write_results(meta)
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -346,7 +304,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     choices = dict(HydraConfig.get().runtime.choices)
-    results = run(cfg, choices)
+    try:
+        results = run(cfg, choices)
+    except (ConfigError, RunStoreError) as e:  # one clear line, no traceback, nothing written
+        raise SystemExit(f"error: {_one_line(e)}") from None
     print(f"\n{cfg.env.id} x {choices.get('policy')}  ->  {cfg.output_dir}")
     print(format_summary(results))
 

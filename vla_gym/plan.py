@@ -1,0 +1,233 @@
+"""The episode plan of a rollout config, validated before anything is built or written.
+
+:func:`plan_run` turns a config into the list of episodes it asks for (task, episode index,
+seed, initial state, scene) or raises :class:`ConfigError` with one line saying what is wrong
+and how to fix it. Task and suite names come from the env's own suite -- the registered env's
+kwargs overridden by ``env.kwargs`` and ``perturbation.env_kwargs`` exactly as
+:func:`vla_gym.rollout.make_env` passes them -- so a LIBERO-PRO run
+(``perturbation=libero_pro_with_mug``) lists, names and indexes the PRO suite's tasks, never
+the base suite's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from vla_gym.run_store import EpisodeKey, episode_key
+
+DEFAULT_SCENE_SEED = 0
+"""Scene seed S when neither ``scene.seed`` nor the policy declares one: OpenVLA/OFT's ``env.seed(0)``."""
+DEFAULT_TASKS = "default"
+"""``tasks: default``: the first two tasks of a LIBERO suite; the one task of a robosuite env."""
+LIBERO_DEFAULT_TASKS = (0, 1)
+CHECKPOINT_KEYS = ("checkpoint", "base_checkpoint")
+"""Policy-config keys holding local paths that must exist before the policy is built."""
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message is one line naming the key and the fix."""
+
+
+@dataclass(frozen=True)
+class PlannedEpisode:
+    """One episode a run asks for."""
+
+    task_index: int
+    task: str
+    episode_index: int
+    seed: int
+    init_state_id: int | None
+    scene: dict[str, Any] | None
+    record_video: bool
+    suite: str
+
+    @property
+    def key(self) -> EpisodeKey:
+        return episode_key(self.suite, self.task_index, self.episode_index, self.init_state_id, self.scene)
+
+
+@dataclass
+class Plan:
+    """What a validated config runs."""
+
+    kind: str
+    suite: str
+    tasks: list[int]
+    task_names: dict[int, str]
+    scene: dict[str, Any] | None
+    episodes: list[PlannedEpisode] = field(default_factory=list)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def env_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The env's constructor kwargs that name its suite/task: registered, then ``env.kwargs``, then the perturbation's."""
+    import gymnasium as gym
+
+    import vla_gym  # noqa: F401  (registers the ids)
+
+    try:
+        spec = gym.spec(cfg.env.id)
+    except gym.error.Error as e:
+        raise ConfigError(f"env.id {cfg.env.id!r} is not a registered env ({type(e).__name__}: {e})") from None
+    kwargs = dict(spec.kwargs or {})
+    kwargs.update(_plain(cfg.env.kwargs) or {})
+    kwargs.update(_plain(cfg.perturbation.env_kwargs) or {})
+    return kwargs
+
+
+def env_suite(cfg: DictConfig) -> str:
+    """The suite the env runs: its LIBERO (or LIBERO-PRO) suite, or ``robosuite``."""
+    return str(env_kwargs(cfg)["suite"]) if cfg.env.kind == "libero" else "robosuite"
+
+
+def suite_task_names(cfg: DictConfig) -> list[str]:
+    """The env's tasks in index order, from its suite's task listing (no env is built)."""
+    kwargs = env_kwargs(cfg)
+    if cfg.env.kind == "libero":
+        from vla_gym.envs.libero import task_names
+
+        try:
+            return task_names(str(kwargs["suite"]))
+        except ValueError as e:
+            raise ConfigError(str(e).replace("\n", " ")) from None
+    if cfg.env.kind == "robosuite":
+        return [str(kwargs["task"])]
+    raise ConfigError(f"env.kind must be 'libero' or 'robosuite', got {cfg.env.kind!r}")
+
+
+def resolve_tasks(cfg: DictConfig) -> list[int]:
+    """Task indices to run, from ``tasks`` (``default``, null/``all``, an index, a name or a list)."""
+    names = suite_task_names(cfg)
+    spec = cfg.tasks
+    if spec == DEFAULT_TASKS:
+        return [0] if cfg.env.kind == "robosuite" else [i for i in LIBERO_DEFAULT_TASKS if i < len(names)]
+    if spec is None or spec == "all":
+        return list(range(len(names)))
+    items = list(spec) if isinstance(spec, (list, tuple)) or OmegaConf.is_list(spec) else [spec]
+    if not items:
+        raise ConfigError("tasks is an empty list; use tasks=all, an index, a name or a list of them")
+    out: list[int] = []
+    for t in items:
+        idx = _task_index(cfg, names, t)
+        if idx not in out:
+            out.append(idx)
+    return out
+
+
+def _task_index(cfg: DictConfig, names: list[str], t: Any) -> int:
+    suite = env_suite(cfg)
+    if isinstance(t, bool) or not isinstance(t, (int, str)):
+        raise ConfigError(f"tasks: {t!r} is neither a task index nor a task name")
+    if isinstance(t, int) or t.isdigit():
+        idx = int(t)
+        if 0 <= idx < len(names):
+            return idx
+        if cfg.env.kind == "robosuite":
+            raise ConfigError(f"tasks={t} does not apply to {cfg.env.id}: a robosuite env has one task "
+                              f"({names[0]}, index 0); drop the tasks override or use tasks=0")
+        raise ConfigError(f"tasks: task index {idx} out of range for {suite} (0..{len(names) - 1})")
+    if t in names:
+        return names.index(t)
+    import difflib
+
+    hint = difflib.get_close_matches(t, names, n=1)
+    raise ConfigError(f"tasks: unknown task {t!r} in {suite}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                      + f" (valid: indices 0..{len(names) - 1} or the suite's task names)")
+
+
+def _num_init_states(suite: str, task_index: int) -> int:
+    from vla_gym.envs.libero import load_suite
+
+    try:
+        return len(load_suite(suite).get_task_init_states(task_index))
+    except (FileNotFoundError, OSError) as e:
+        raise ConfigError(f"suite {suite!r} task {task_index} has no init states file: {e}") from None
+
+
+def resolve_scene_seed(cfg: DictConfig, policy: Any) -> int:
+    """S of the reference scene stream: ``scene.seed``, else the policy's (class's) reference eval's, else 0."""
+    if cfg.scene.seed is not None:
+        return int(cfg.scene.seed)
+    declared = getattr(policy, "reference_scene_seed", None)
+    return int(DEFAULT_SCENE_SEED if declared is None else declared)
+
+
+def check_policy_paths(policy_cfg: Any) -> None:
+    """Local checkpoint paths of the policy config (:data:`CHECKPOINT_KEYS`) exist; required ones are set."""
+    if not isinstance(policy_cfg, DictConfig):
+        return
+    present = set(policy_cfg.keys())  # `in` is False for a missing (???) value
+    for key in CHECKPOINT_KEYS:
+        if key not in present:
+            continue
+        if OmegaConf.is_missing(policy_cfg, key):
+            raise ConfigError(f"policy.{key} is required: add policy.{key}=/path/to/checkpoint")
+        value = policy_cfg[key]
+        if value is None:
+            continue
+        path = Path(str(value)).expanduser()
+        if not path.exists():
+            raise ConfigError(f"policy.{key}: no such file or directory: {path}")
+
+
+def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
+    """Validate ``cfg`` and list its episodes; raises :class:`ConfigError` (one line) on any problem.
+
+    ``policy_cls`` (the policy class, or a built policy) supplies the declared reference scene seed.
+    """
+    from vla_gym.envs.libero import SCENE_SEEDINGS
+
+    if cfg.scene.seeding not in SCENE_SEEDINGS:
+        raise ConfigError(f"scene.seeding must be one of {list(SCENE_SEEDINGS)}, got {cfg.scene.seeding!r}")
+    n_eps = int(cfg.episodes_per_task)
+    if n_eps < 1:
+        raise ConfigError(f"episodes_per_task must be >= 1, got {n_eps}")
+    strength = float(cfg.perturbation.strength)
+    if not 0.0 <= strength <= 1.0:
+        raise ConfigError(f"perturbation.strength must be in [0, 1], got {cfg.perturbation.strength}")
+    if cfg.max_steps is not None and int(cfg.max_steps) < 1:
+        raise ConfigError(f"max_steps must be >= 1 (or null for the suite's limit), got {cfg.max_steps}")
+    if int(cfg.video.max_per_task) < 0:
+        raise ConfigError(f"video.max_per_task must be >= 0, got {cfg.video.max_per_task}")
+    check_policy_paths(cfg.policy)
+    kind = str(cfg.env.kind)
+    suite = env_suite(cfg) if kind in ("libero", "robosuite") else ""
+    names = suite_task_names(cfg)
+    tasks = resolve_tasks(cfg)
+    init_ids = list(cfg.init_state_ids) if cfg.init_state_ids is not None else None
+    if kind == "robosuite" and init_ids is not None:
+        raise ConfigError(f"init_state_ids applies to LIBERO suites only; {cfg.env.id} has no fixed initial "
+                          "states (episode e uses seed + e): drop init_state_ids")
+    if init_ids is not None and len(init_ids) < n_eps:
+        raise ConfigError(f"init_state_ids has {len(init_ids)} ids for {n_eps} episodes per task")
+    scene = None
+    if kind == "libero":
+        scene = {"seeding": str(cfg.scene.seeding), "seed": resolve_scene_seed(cfg, policy_cls)}
+        wanted = [int(init_ids[ep]) if init_ids else ep for ep in range(n_eps)]
+        for t in tasks:
+            n = _num_init_states(suite, t)
+            bad = [i for i in wanted if not 0 <= i < n]
+            if bad:
+                src = "init_state_ids" if init_ids else f"episodes_per_task={n_eps} (episode e uses init state e)"
+                raise ConfigError(f"{src}: init state {bad[0]} out of range for {suite} task {t} "
+                                  f"({n} initial states: 0..{n - 1})")
+    plan = Plan(kind=kind, suite=suite, tasks=tasks, task_names={t: names[t] for t in tasks}, scene=scene)
+    for t in tasks:
+        for ep in range(n_eps):
+            init_id = (int(init_ids[ep]) if init_ids else ep) if kind == "libero" else None
+            ep_scene = None
+            if scene is not None:
+                ep_scene = {**scene, "index": init_id if scene["seeding"] == "reference" else None}
+            plan.episodes.append(PlannedEpisode(
+                task_index=t, task=names[t], episode_index=ep, seed=int(cfg.seed) + ep, init_state_id=init_id,
+                scene=ep_scene, record_video=bool(cfg.video.enabled) and ep < int(cfg.video.max_per_task),
+                suite=suite,
+            ))
+    return plan
