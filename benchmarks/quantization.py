@@ -20,23 +20,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from vla_gym.policies.openvla.make_tiny import make_all_in_subprocess
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def observations(n: int, size: int, wrist: bool) -> list[dict]:
-    """Deterministic LIBERO-like observations (upright smooth images + noise, plausible proprio)."""
-    from tests.policies.helpers import observation
-
-    return [observation(size=size, seed=i, wrist=wrist) for i in range(n)]
+from vla_gym.policies.testing import observation_batch
+from vla_gym.policy import act_one
 
 
 def load(policy: str, checkpoint: Path, quantization: dict, device: str):
@@ -115,15 +106,15 @@ def main(argv: list[str] | None = None) -> None:
         dirs = make_all_in_subprocess()
         ckpt = dirs["openvla" if args.policy == "openvla" else "openvla-oft"]
     settings = ["bf16"] + [s for s in args.settings.split(",") if s and s != "bf16"]
-    obs = observations(args.obs, 256, wrist=args.policy == "openvla_oft")
+    obs = observation_batch(args.obs, 256, wrist=args.policy == "openvla_oft")
     rows, ref_actions = [], None
     for name in settings:
         pol = load(args.policy, ckpt, {"name": name}, args.device)
-        actions = [pol.act(o) for o in obs]  # also warms up
+        actions = [act_one(pol, o) for o in obs]  # also warms up
         times = []
         for i in range(args.repeats):
             t = time.perf_counter()
-            pol.act(obs[i % len(obs)])
+            act_one(pol, obs[i % len(obs)])
             times.append(1e3 * (time.perf_counter() - t))
         info = pol.info()
         if ref_actions is None:

@@ -115,20 +115,48 @@ def test_quantized_openvla_policy_acts_and_reports(tiny_dirs_for_quant):
     pytest.importorskip("optimum.quanto")
     from omegaconf import OmegaConf
     from vla_gym.policies.openvla import OpenVLAPolicy
+    from vla_gym.policies.testing import observation_batch
 
-    from tests.policies.helpers import observation
+    from vla_gym.policy import act_one
 
-    obs = observation()
+    batch = observation_batch(2)
     sizes = {}
     for name in ("bf16", "int8", "int4"):
         node = OmegaConf.load(CONF / f"{name}.yaml")
         pol = OpenVLAPolicy.from_pretrained(tiny_dirs_for_quant, device="cpu", quantization=node)
-        action = pol.act(obs)
+        action = act_one(pol, batch[0])
         assert action.shape == (1, 7) and np.all(np.isfinite(action))
+        assert pol.act(batch).actions.shape == (2, 1, 7)
         info = pol.info()
         assert info.quantization == name
         sizes[name] = info.weight_bytes
+        if name != "bf16":  # the yaml leaves skip_modules to the policy: OpenVLA keeps lm_head
+            assert type(pol.model.language_model.lm_head).__name__ == "Linear"
     assert sizes["int4"] < sizes["int8"] < sizes["bf16"]
+
+
+def test_weight_only_yamls_leave_skip_modules_to_the_policy():
+    from omegaconf import OmegaConf
+
+    for name in ("int8", "int4"):
+        assert OmegaConf.load(CONF / f"{name}.yaml").skip_modules is None
+
+
+def test_policy_skip_list_applies_unless_the_node_sets_skip_modules():
+    pytest.importorskip("optimum.quanto")
+
+    def quantized(model):
+        return sorted(n for n, m in model.named_modules() if "QLinear" in type(m).__name__)
+
+    m = Tiny()
+    apply_quantization(m, {"name": "int8", "skip_modules": None}, skip_modules=("lm_head", "0"))
+    assert quantized(m) == ["body.2"]
+    m = Tiny()
+    apply_quantization(m, {"name": "int8", "skip_modules": ["body"]}, skip_modules=("lm_head", "0"))
+    assert quantized(m) == ["lm_head"]  # an explicit config list overrides the policy's
+    m = Tiny()
+    apply_quantization(m, {"name": "int8"})  # no policy list: DEFAULT_SKIP
+    assert quantized(m) == ["body.0", "body.2"]
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,11 @@ The Hydra group ``conf/quantization/<name>.yaml`` gives a node such as::
     name: int8            # none | fp32 | fp16 | bf16 | int8 | int4
     dtype: bf16           # activation / non-quantized weight dtype (int8/int4 only)
     backend: auto         # auto | quanto | bitsandbytes
-    skip_modules: [lm_head, action_head, proprio_projector]
+    skip_modules: null    # null: the policy's ``quantization_skip``; a list overrides it
 
-and a loader calls :func:`apply_quantization(module, node, device)` once on the loaded model.
+and a loader calls :func:`apply_quantization(module, node, device, policy_cls.quantization_skip)`
+once on the loaded model: each policy family declares which modules must stay in full precision
+(OpenVLA ``lm_head``; OFT also its heads and FiLM ``scale``/``shift``).
 
 - ``none`` keeps the checkpoint's stored dtype; ``fp32``/``fp16``/``bf16`` are plain casts.
 - ``int8``/``int4`` quantize the weights of every ``nn.Linear`` except ``skip_modules``
@@ -27,7 +29,7 @@ raises :class:`QuantizationError` saying what to change. torch is imported lazil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,7 +83,10 @@ def linear_names(model: nn.Module, skip: tuple[str, ...] | list[str]) -> list[st
 
 
 def apply_quantization(
-    model: nn.Module, quantization: Mapping[str, Any] | str | None, device: torch.device | str = "cpu"
+    model: nn.Module,
+    quantization: Mapping[str, Any] | str | None,
+    device: torch.device | str = "cpu",
+    skip_modules: Sequence[str] | None = None,
 ) -> str:
     """Cast or quantize ``model`` in place and move it to ``device``; return the setting's name.
 
@@ -89,6 +94,9 @@ def apply_quantization(
         model: Loaded model (any ``nn.Module``), weights on CPU.
         quantization: The Hydra ``quantization`` node, a bare name, or None (= ``none``).
         device: Target device.
+        skip_modules: Modules int8/int4 keep in full precision unless the node sets
+            ``skip_modules`` itself: the policy family's ``Policy.quantization_skip`` (loaders
+            pass it explicitly). None = :data:`DEFAULT_SKIP`.
 
     Raises:
         QuantizationError: Unknown name/dtype/backend, or a combination that cannot run here.
@@ -109,7 +117,8 @@ def apply_quantization(
         elif name in ("fp32", "fp16", "bf16"):
             model.to(device=dev, dtype=_dtype(name))
         else:
-            _weight_only(model, name, node, dev)
+            default_skip = DEFAULT_SKIP if skip_modules is None else tuple(skip_modules)
+            _weight_only(model, name, node, dev, default_skip)
     finally:
         _restore_buffers(model, kept, dev)
     return name
@@ -133,9 +142,12 @@ def _restore_buffers(model: nn.Module, kept: dict[str, torch.Tensor], dev: torch
         module._buffers[buf_name] = buf.to(dev)
 
 
-def _weight_only(model: nn.Module, name: str, node: Mapping[str, Any], dev: torch.device) -> None:
+def _weight_only(
+    model: nn.Module, name: str, node: Mapping[str, Any], dev: torch.device, default_skip: tuple[str, ...]
+) -> None:
     compute = _dtype(str(node.get("dtype", "bf16")))
-    skip = list(node.get("skip_modules", DEFAULT_SKIP))
+    explicit = node.get("skip_modules")  # null / absent: the policy family's own list
+    skip = list(default_skip if explicit is None else explicit)
     backend = str(node.get("backend", "auto"))
     if backend == "auto":
         backend = "bitsandbytes" if dev.type == "cuda" else "quanto"

@@ -170,14 +170,23 @@ class OpenVLAModel(nn.Module):
         return self.projector(patches)
 
     def multimodal_embeddings(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, extra_tokens: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``[emb(<s>), patches, (extra), emb(rest of prompt)]`` as the reference builds it."""
+        """``[emb(<s>), patches, emb(rest of prompt)]`` per row, as the reference builds it.
+
+        ``input_ids`` (B, L) may be *left*-padded, with ``attention_mask`` (B, L) 1 on real
+        tokens: the patches then go right after each row's own ``<s>`` (the first real token),
+        so row b is ``[pads, <s>, patches, prompt]`` (B, L + n_patches, llm_dim).
+        """
         text = self.language_model.get_input_embeddings()(input_ids)
         vision = self.embed_images(pixel_values.to(self.compute_dtype))
-        if extra_tokens is not None:
-            vision = torch.cat([vision, extra_tokens.to(vision.dtype)], dim=1)
-        return torch.cat([text[:, :1], vision, text[:, 1:]], dim=1)
+        if attention_mask is None:
+            return torch.cat([text[:, :1], vision, text[:, 1:]], dim=1)
+        pads = (attention_mask.shape[1] - attention_mask.sum(dim=1)).tolist()
+        rows = [
+            torch.cat([text[b, : p + 1], vision[b], text[b, p + 1 :]], dim=0) for b, p in enumerate(pads)
+        ]
+        return torch.stack(rows)
 
     def generate_greedy(
         self,
@@ -185,13 +194,16 @@ class OpenVLAModel(nn.Module):
         pixel_values: torch.Tensor,
         max_new_tokens: int,
         eos_token_id: int | None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Greedy decoding over *all* logits with a KV cache; returns prompt + new ids.
 
         Mirrors ``generate(do_sample=False)`` of the reference: argmax over the full
         (padded) vocabulary, causal attention, stop early on ``eos_token_id``.
         """
-        return self.generate_greedy_with_logits(input_ids, pixel_values, max_new_tokens, eos_token_id)[0]
+        return self.generate_greedy_with_logits(
+            input_ids, pixel_values, max_new_tokens, eos_token_id, attention_mask
+        )[0]
 
     @torch.no_grad()  # not inference_mode: quanto's packed weights reject inference tensors
     def generate_greedy_with_logits(
@@ -200,33 +212,79 @@ class OpenVLAModel(nn.Module):
         pixel_values: torch.Tensor,
         max_new_tokens: int,
         eos_token_id: int | None,
+        attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`generate_greedy` plus the logits each new id was the argmax of.
+        """:meth:`generate_greedy` plus the logits each new id was the argmax of, per row.
+
+        ``input_ids`` (B, L): one prompt per row, *left*-padded to a common length when the
+        prompts differ, with ``attention_mask`` (B, L) marking the real tokens (None: no
+        padding, the B = 1 path of the reference). Padding is masked out of attention and the
+        position ids count real tokens only, so each row is decoded as if it were alone.
 
         Returns ``(ids, logits)``: ids (B, L + n), logits float32 (B, n, padded vocab), n the
-        number of generated ids (``max_new_tokens`` unless EOS came first). The logits are the
-        model's own (bf16 values widened exactly), so fidelity can be compared below the token level.
+        number of decoding steps (``max_new_tokens`` unless every row emitted EOS first). A row
+        that emitted EOS keeps EOS in all later slots (its later logits are meaningless); see
+        :func:`generated_lengths`. The logits are the model's own (bf16 values widened exactly),
+        so fidelity can be compared below the token level.
         """
         from transformers import DynamicCache
 
-        embeds = self.multimodal_embeddings(input_ids, pixel_values)
+        b = input_ids.shape[0]
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        embeds = self.multimodal_embeddings(input_ids, pixel_values, attention_mask if padded else None)
+        mask = positions = None
+        if padded:
+            n_vision = embeds.shape[1] - input_ids.shape[1]
+            # row b: [pads, <s>, patches, prompt]: the patches are real tokens too
+            mask = _left_aligned(torch.cat([attention_mask.new_ones((b, n_vision)), attention_mask], dim=1))
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = self.language_model(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1)
+        out = self.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+            logits_to_keep=1,
+        )
         ids = input_ids
         steps: list[torch.Tensor] = []
-        position = embeds.shape[1]
+        done = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        # next position of each row = its number of real tokens
+        position = (mask.sum(dim=1, keepdim=True) if padded else torch.full((b, 1), embeds.shape[1]))
+        position = position.to(ids.device)
         for step in range(max_new_tokens):
             logits = out.logits[:, -1].float()
             steps.append(logits)
             next_id = logits.argmax(dim=-1, keepdim=True)
+            if eos_token_id is not None:
+                next_id = torch.where(done[:, None], torch.full_like(next_id, eos_token_id), next_id)
+                done = done | (next_id[:, 0] == eos_token_id)
             ids = torch.cat([ids, next_id], dim=1)
-            if (eos_token_id is not None and int(next_id) == eos_token_id) or step == max_new_tokens - 1:
+            if bool(done.all()) or step == max_new_tokens - 1:
                 break
-            pos = torch.tensor([[position]], device=ids.device)
+            if padded:
+                mask = torch.cat([mask, mask.new_ones((b, 1))], dim=1)
             out = self.language_model(
-                input_ids=next_id, cache=cache, use_cache=True, position_ids=pos, logits_to_keep=1
+                input_ids=next_id, attention_mask=mask, cache=cache, use_cache=True, position_ids=position,
+                logits_to_keep=1,
             )
-            position += 1
+            position = position + 1
         if not steps:  # max_new_tokens == 0
             return ids, out.logits[:, :0].float()
         return ids, torch.stack(steps, dim=1)
+
+
+def _left_aligned(mask: torch.Tensor) -> torch.Tensor:
+    """A 0/1 mask with each row's ones moved to the right end (same count): left padding."""
+    n = mask.sum(dim=1, keepdim=True)
+    cols = torch.arange(mask.shape[1], device=mask.device)[None]
+    return (cols >= mask.shape[1] - n).to(mask.dtype)
+
+
+def generated_lengths(ids: torch.Tensor, prompt_len: int, eos_token_id: int | None) -> list[int]:
+    """Ids each row of :meth:`OpenVLAModel.generate_greedy` generated: up to and including its
+    first EOS, else all of them."""
+    new = ids[:, prompt_len:]
+    n = new.shape[1]
+    if eos_token_id is None or n == 0:
+        return [n] * ids.shape[0]
+    is_eos = (new == eos_token_id).int()
+    first = torch.where(is_eos.any(dim=1), is_eos.argmax(dim=1) + 1, torch.full_like(is_eos[:, 0], n))
+    return first.tolist()

@@ -105,9 +105,23 @@ class FiLMedPrismaticVisionBackbone(nn.Module):
         """Feature width of the (fused) towers."""
         return self.vision_backbone.embed_dim
 
-    def forward(self, pixel_values: torch.Tensor, language_embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, 6*k (or 3*k), H, W), (B, L, llm_dim) -> (B, k * num_patches, embed_dim)."""
-        lang = language_embeddings.mean(dim=1)
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        language_embeddings: torch.Tensor | None = None,
+        average_language_embedding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, 6*k (or 3*k), H, W) -> (B, k * num_patches, embed_dim), FiLMed by the instruction.
+
+        Give either ``language_embeddings`` (B, L, llm_dim), averaged over L here, or their
+        average (B, llm_dim) directly: a batch of instructions of different lengths is averaged
+        per row by the caller, without padding entering the mean.
+        """
+        if (language_embeddings is None) == (average_language_embedding is None):
+            raise ValueError("pass exactly one of language_embeddings and average_language_embedding")
+        lang = average_language_embedding
+        if lang is None:
+            lang = language_embeddings.mean(dim=1)
         vb = self.vision_backbone
         if not vb.use_fused_vision_backbone:
             chunks = torch.split(pixel_values, 3, dim=1)

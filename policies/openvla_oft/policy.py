@@ -13,13 +13,21 @@ Per call (``prismatic/extern/hf/modeling_prismatic.py`` of moojink/openvla-oft):
 3. Hidden states (after the final norm) at the 56 positions starting at the empty piece
    29871 (each position predicts the next token) -> L1 head -> (8, 7) in [-1, 1] ->
    un-normalised with q01/q99 (+1e-8) and mask -> LIBERO gripper post-processing.
+
+Batching (v2 API): B observations run as one forward pass. The text part of each row
+(``prompt, action slots, </s>``) is *right*-padded, so every real token keeps the position (and
+RoPE phase) it has in a B = 1 call; the padding is masked out as a key of the bidirectional
+attention (padded queries see the real keys only, so nothing is NaN), kept out of the FiLM mean,
+and each row's 56 action hidden states are gathered at its own offset. Measured on the tiny
+checkpoints (tests/policies/test_openvla_oft.py), row b of a B = 3 batch equals the B = 1 chunk
+within the tolerance stated there (the batched matmuls round differently from B = 1's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,7 +47,7 @@ from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
 from vla_gym.policies.openvla_oft.film import FiLMedPrismaticVisionBackbone, load_film_backbone
 from vla_gym.policies.openvla_oft.heads import L1RegressionActionHead, ProprioProjector
 
-from vla_gym.policy import Observation, PolicyInputs
+from vla_gym.policy import ChunkExecution, Observation, PolicyInputs
 
 PLACEHOLDER_ID = 1  # OFT fills action slots with torch.ones (their embeddings are zeroed anyway)
 STOP_ID = 2  # '</s>'
@@ -136,43 +144,75 @@ class OFTModel(nn.Module):
 
     @torch.no_grad()
     def predict(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, proprio: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        proprio: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Normalised action chunk (B, chunk, action_dim), float32."""
+        """Normalised action chunks (B, chunk, action_dim), float32.
+
+        ``input_ids`` (B, L): the prompts, *right*-padded when their lengths differ, with
+        ``attention_mask`` (B, L) 1 on real tokens (None: no padding).
+        """
         head = self.action_head
         n_act = head.num_actions_chunk * head.action_dim
-        b, prompt_len = input_ids.shape
-        fill = torch.full((b, n_act), PLACEHOLDER_ID, dtype=input_ids.dtype, device=input_ids.device)
-        stop = torch.full((b, 1), STOP_ID, dtype=input_ids.dtype, device=input_ids.device)
-        ids = torch.cat([input_ids, fill, stop], dim=1)
+        b, width = input_ids.shape
+        dev = input_ids.device
+        lengths = [width] * b if attention_mask is None else attention_mask.sum(dim=1).tolist()
+        # per row: prompt (len_b), n_act placeholder slots, </s>, then padding up to `total`
+        total = width + n_act + 1
+        cols = torch.arange(total, device=dev)[None]
+        length = torch.tensor(lengths, device=dev)[:, None]
+        ids = torch.full((b, total), PLACEHOLDER_ID, dtype=input_ids.dtype, device=dev)
+        ids[:, :width] = torch.where(cols[:, :width] < length, input_ids, PLACEHOLDER_ID)
+        ids = torch.where(cols == length + n_act, STOP_ID, ids)
+        is_action = (cols >= length) & (cols < length + n_act)
+        valid = cols <= length + n_act
         text = self.vla.language_model.get_input_embeddings()(ids)
         dtype = self.vla.compute_dtype
-        if self.use_film:  # reference: input_embeddings[~all_actions_mask], before zeroing
-            language = torch.cat([text[:, :prompt_len], text[:, -1:]], dim=1)
-            vision = self.vla.projector(self.vla.vision_backbone(pixel_values.to(dtype), language))
+        if self.use_film:  # reference: mean of input_embeddings[~all_actions_mask], before zeroing
+            # per row, with the B = 1 call's ops: (1, len_b + 1, D).mean(dim=1); no padding in it
+            rows = [torch.cat([text[r : r + 1, :n], text[r : r + 1, n + n_act : n + n_act + 1]], dim=1)
+                    for r, n in enumerate(lengths)]
+            lang = torch.cat([row.mean(dim=1) for row in rows])
+            vision = self.vla.projector(
+                self.vla.vision_backbone(pixel_values.to(dtype), average_language_embedding=lang)
+            )
         else:
             vision = self.vla.embed_images(pixel_values.to(dtype))
-        keep = torch.ones(ids.shape[1], dtype=text.dtype, device=text.device)
-        keep[prompt_len : prompt_len + n_act] = 0
-        text = text * keep[None, :, None]
+        text = text * (valid & ~is_action).to(text.dtype)[:, :, None]  # action slots (and padding) zeroed
         # Heads and their inputs run in the model's dtype, as the reference runs everything in one
         # dtype (bf16 releases); an fp32 model keeps fp32 heads (no bf16 island).
         proprio_token = self.proprio_projector(proprio.to(dtype))
         patches = torch.cat([vision, proprio_token[:, None].to(vision.dtype)], dim=1)
         embeds = torch.cat([text[:, :1], patches, text[:, 1:]], dim=1)
+        keys = torch.cat([valid[:, :1], valid.new_ones((b, patches.shape[1])), valid[:, 1:]], dim=1)
         seq = embeds.shape[1]
-        full = torch.ones(b, 1, seq, seq, dtype=torch.bool, device=embeds.device)  # bidirectional
-        hidden = self.vla.language_model.model(inputs_embeds=embeds, attention_mask=full).last_hidden_state
-        start = patches.shape[1] + prompt_len - 1  # = NUM_PATCHES + NUM_PROMPT_TOKENS of the reference
-        action_hidden = hidden[:, start : start + n_act]
+        mask = keys[:, None, None, :].expand(b, 1, seq, seq)  # bidirectional over the real tokens
+        hidden = self.vla.language_model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        # = NUM_PATCHES + NUM_PROMPT_TOKENS of the reference, per row
+        starts = [patches.shape[1] + n - 1 for n in lengths]
+        action_hidden = torch.stack([hidden[r, s : s + n_act] for r, s in enumerate(starts)])
         out = head(action_hidden.to(dtype))
         return out.float()
+
+
+class OFTInputs(NamedTuple):
+    """Model inputs of one batched OFT call, on the model device (order = :meth:`OFTModel.predict`)."""
+
+    input_ids: torch.Tensor  # (B, L) int64 prompt ids, right-padded
+    pixel_values: torch.Tensor  # (B, 6 * n_cams, 224, 224) float32
+    proprio: torch.Tensor  # (B, proprio_dim) float32, normalised
+    attention_mask: torch.Tensor  # (B, L) int64, 1 on real tokens
 
 
 class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
     """OpenVLA-OFT LIBERO policy: (8, 7) chunk per call from agentview + wrist + 8-D proprio."""
 
     name = "openvla_oft"
+    execution = ChunkExecution(mode="open_loop", replan_steps=8)  # the whole (8, 7) chunk, open loop
+    quantization_skip = ("lm_head", "action_head", "proprio_projector", "scale", "shift")  # scale/shift: FiLM
 
     def __init__(
         self,
@@ -276,7 +316,7 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
         head.to(vla.compute_dtype)  # the model's dtype: bf16 for the releases, as the reference
         proj.to(vla.compute_dtype)
         model = OFTModel(vla, head, proj).eval()
-        qname = apply_quantization(model, quantization, dev)
+        qname = apply_quantization(model, quantization, dev, skip_modules=cls.quantization_skip)
         tokenizer = PromptTokenizer.from_dir(hf_dir)
         pixels = PixelTransform.from_dir(hf_dir, n_towers=len(cfg.timm_model_ids))
         return cls(
@@ -293,39 +333,24 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
             device=dev,
         )
 
-    def preprocess(self, observation: Observation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Observation -> (input_ids, pixel_values (1, 6 * n_cams, 224, 224), proprio (1, 8))."""
-        for cam in self.cameras:
-            if cam not in observation["images"]:
-                raise KeyError(
-                    f"observation has no image for camera {cam!r}; build the env from policy.inputs"
-                )
-        # Each camera's towers are written straight into its channel slice (no torch.cat). Serial:
-        # a 2-thread pool measured slower (median 3.0 vs 2.6 ms on 2 cores) for ~1.1 ms per camera.
-        side = self.pixels.sizes[0]
-        n_cams, n_ch = len(self.cameras), self.pixels.channels
-        pixel_values = torch.empty((1, n_ch * n_cams, side, side), dtype=torch.float32)
-        slices = pixel_values[0].numpy().reshape(n_cams, n_ch, side, side)
+    def preprocess(self, observations: Sequence[Observation]) -> OFTInputs:
+        """B observations -> right-padded prompt ids + mask (B, L), pixel_values (B, 6 * n_cams,
+        224, 224), normalised proprio (B, 8)."""
+        pixel_values = self.pixel_batch(observations, self.cameras)
+        proprio = np.stack([
+            decoding.normalize_proprio(np.asarray(o["state"], dtype=np.float64), self.proprio_stats)
+            for o in observations
+        ])
+        proprio_t = torch.tensor(proprio, dtype=torch.float32, device=self.device)
+        ids, mask = self.prompt_batch(observations, side="right")
+        return OFTInputs(ids, pixel_values, proprio_t, mask)
 
-        def fill(i: int) -> None:
-            img = self.camera_image(observation, self.cameras[i])
-            if not self.pixels.into(img, slices[i]):
-                slices[i] = self.pixels(img).numpy()
-
-        for i in range(len(self.cameras)):
-            fill(i)
-        pixel_values = pixel_values.to(self.device)
-        state = np.asarray(observation["state"], dtype=np.float64)
-        proprio = decoding.normalize_proprio(state, self.proprio_stats)
-        proprio_t = torch.tensor(proprio, dtype=torch.float32, device=self.device)[None]
-        return self.prompt_ids(observation), pixel_values, proprio_t
-
-    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> np.ndarray:
-        """Parallel decoding: the (chunk, action_dim) normalised actions of the L1 head."""
-        return self.model.predict(*inputs)[0].cpu().numpy()
+    def forward(self, inputs: OFTInputs) -> np.ndarray:
+        """Parallel decoding: the (B, chunk, action_dim) normalised actions of the L1 head."""
+        return self.model.predict(*inputs).cpu().numpy()
 
     def postprocess(self, raw: np.ndarray) -> np.ndarray:
-        """(chunk, action_dim) in [-1, 1] -> env actions (OFT un-normalisation, LIBERO gripper)."""
+        """(B, chunk, action_dim) in [-1, 1] -> env actions (OFT un-normalisation, LIBERO gripper)."""
         return self.to_env_actions(raw, eps=1e-8)
 
     @property

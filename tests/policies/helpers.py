@@ -1,33 +1,5 @@
-"""Test inputs shared by the policy tests (deterministic frames and observations)."""
+"""Test inputs shared by the policy tests: re-exported from :mod:`vla_gym.policies.testing`."""
 
-from __future__ import annotations
+from vla_gym.policies.testing import BATCH_INSTRUCTIONS, make_frame, observation, observation_batch
 
-import numpy as np
-
-
-def make_frame(size: int = 256, seed: int = 7) -> np.ndarray:
-    """A deterministic, asymmetric raw (upside-down) frame: gradients, blocks and mild noise.
-
-    The same function produced ``data/tf_libero_image_path.npz`` with TensorFlow 2.21.
-    """
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
-    img = np.stack([x / size * 255, y / size * 255, (x + y) / (2 * size) * 255], axis=-1)
-    img[40:90, 30:150] = [200, 30, 40]
-    img[150:230, 170:240] = [20, 180, 60]
-    img += rng.normal(0, 6, img.shape)
-    return np.clip(np.round(img), 0, 255).astype(np.uint8)
-
-
-def observation(size: int = 256, seed: int = 0, wrist: bool = False) -> dict:
-    """A LIBERO-like observation with upright images."""
-    rng = np.random.default_rng(seed)
-    images = {"agentview": make_frame(size, seed + 7)[::-1].copy()}
-    if wrist:
-        images["wrist"] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    return {
-        "images": images,
-        "instruction": "Pick up the black bowl between the plate and the ramekin and place it on the plate",
-        "state": np.array([-0.05, 0.01, 1.10, 3.10, 0.10, -0.10, 0.03, -0.03], dtype=np.float32),
-        "joint_pos": np.zeros(7, dtype=np.float32),
-    }
+__all__ = ["BATCH_INSTRUCTIONS", "make_frame", "observation", "observation_batch"]

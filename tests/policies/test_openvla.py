@@ -21,7 +21,8 @@ from vla_gym.policies.openvla import (
 from vla_gym.policies.openvla.make_tiny import ACTION_STATS, TINY_VOCAB
 from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
 
-from tests.policies.helpers import make_frame, observation
+from vla_gym.policies.testing import make_frame, observation, observation_batch
+from vla_gym.policy import ActionChunk, ChunkExecution, act_one
 
 DATA = Path(__file__).parent / "data"
 
@@ -66,6 +67,11 @@ RELEASE_FILES = {
 @pytest.fixture(scope="module")
 def policy(tiny_dirs) -> OpenVLAPolicy:
     return OpenVLAPolicy.from_pretrained(tiny_dirs["openvla"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def policy_fp32(tiny_dirs) -> OpenVLAPolicy:
+    return OpenVLAPolicy.from_pretrained(tiny_dirs["openvla"], device="cpu", quantization={"name": "fp32"})
 
 
 # ---------------------------------------------------------------- layout and weights
@@ -329,9 +335,11 @@ def test_pixel_values_are_the_hand_computed_normalisation(tiny_dirs):
 
 def test_policy_preprocess_feeds_reference_pixels_and_prompt(policy, tiny_dirs):
     obs = observation()
-    ids, pixel_values = policy.preprocess(obs)
+    inputs = policy.preprocess([obs])
+    ids = inputs.input_ids
+    assert inputs.attention_mask.tolist() == [[1] * ids.shape[1]]
     expected_img = images.reference_image(obs["images"]["agentview"], 224, center_crop=True)
-    assert torch.equal(pixel_values[0], policy.pixels(expected_img))
+    assert torch.equal(inputs.pixel_values[0], policy.pixels(expected_img))
     # Hand-tokenised prompt: the tiny BPE has no merges, so every character is one piece;
     # spaces become the empty piece, "\n" falls back to byte <0x0A>, <s> first, empty piece last.
     vocab = json.loads((tiny_dirs["openvla"] / "tokenizer.json").read_text())["model"]["vocab"]
@@ -377,18 +385,90 @@ def test_unnorm_key_missing_or_ambiguous_lists_available_keys():
 
 def test_act_returns_one_action_from_greedy_tokens(policy):
     obs = observation()
-    action = policy.act(obs)
-    assert action.shape == (1, 7) and action.dtype == np.float32 and np.all(np.isfinite(action))
+    result = policy.act([obs])
+    assert isinstance(result, ActionChunk) and result.actions.shape == (1, 1, 7)
+    action = result.actions[0]
+    assert action.dtype == np.float32 and np.all(np.isfinite(action))
     assert action[0, -1] in (-1.0, 0.0, 1.0)
-    ids, pixel_values = policy.preprocess(obs)
-    generated = policy.model.generate_greedy(ids, pixel_values, 7, policy.tokenizer.eos_id)
+    inputs = policy.preprocess([obs])
+    eos = policy.tokenizer.eos_id
+    generated = policy.model.generate_greedy(inputs.input_ids, inputs.pixel_values, 7, eos)
     np.testing.assert_array_equal(action, policy.decode(generated[0, -7:].numpy()))
-    assert set(policy.last_timing) == {"preprocess_ms", "model_ms", "postprocess_ms"}
+    timing = result.info["timing_ms"]
+    assert set(timing) == {"preprocess", "model", "postprocess"} and all(v >= 0 for v in timing.values())
+    assert not hasattr(policy, "last_timing")  # no side channels
+
+
+def test_act_takes_a_list_and_validates_env_ids(policy):
+    obs = observation()
+    with pytest.raises(TypeError, match="act_one"):
+        policy.act(obs)
+    with pytest.raises(ValueError, match="env_ids"):
+        policy.act([obs, obs], env_ids=[0])
+    np.testing.assert_array_equal(policy.act([obs], env_ids=[5]).actions[0], act_one(policy, obs))
+    policy.reset()
+    policy.reset(env_ids=[1, 3], seeds=[0, None])  # stateless: nothing to forget
+
+
+def _batched_vs_single_greedy(pol: OpenVLAPolicy, batch: list[dict]):
+    """(batched ids, batched logits, [(single ids, single logits)]) of greedy decoding."""
+    inputs = pol.preprocess(batch)
+    lengths = {int(n) for n in inputs.attention_mask.sum(dim=1)}
+    assert len(lengths) == len(batch)  # prompts of different lengths
+    ids, logits = pol.model.generate_greedy_with_logits(
+        inputs.input_ids, inputs.pixel_values, 7, pol.tokenizer.eos_id, inputs.attention_mask
+    )
+    singles = []
+    for obs in batch:
+        one = pol.preprocess([obs])
+        eos = pol.tokenizer.eos_id
+        singles.append(pol.model.generate_greedy_with_logits(one.input_ids, one.pixel_values, 7, eos))
+    return inputs.input_ids.shape[1], ids, logits, singles
+
+
+@pytest.mark.parametrize("dtype,logit_atol", [("fp32", 1e-5), ("bf16", 1e-2)])
+def test_batched_act_equals_single_calls_with_different_prompts(policy, policy_fp32, dtype, logit_atol):
+    """Row b of a B = 3 batch (different images and instructions of different token lengths,
+    left-padded) decodes the same 7 tokens, hence exactly the same action, as a B = 1 call.
+
+    The per-step logits are not bit-identical: batched matmuls round differently from B = 1's
+    matrix-vector products. Measured on the tiny checkpoint: max |d logit| 3.6e-7 in fp32 and
+    0.0039 (one bf16 ulp; logits ~1.2) in bf16; the tolerances are 1e-5 and 1e-2.
+    """
+    pol = policy_fp32 if dtype == "fp32" else policy
+    batch = observation_batch(3)
+    result = pol.act(batch, env_ids=[4, 0, 7])
+    assert result.actions.shape == (3, 1, 7)
+    singles = np.stack([act_one(pol, obs) for obs in batch])
+    np.testing.assert_array_equal(result.actions, singles)
+    width, ids, logits, one = _batched_vs_single_greedy(pol, batch)
+    for b, (ids1, logits1) in enumerate(one):
+        np.testing.assert_array_equal(ids[b, width:].numpy(), ids1[0, ids1.shape[1] - 7 :].numpy())
+        np.testing.assert_allclose(logits[b].numpy(), logits1[0].numpy(), rtol=0, atol=logit_atol)
+
+
+def test_batched_decoding_stops_each_row_at_its_own_eos(policy_fp32, monkeypatch):
+    """A row that emits EOS keeps EOS afterwards; the others go on; the action takes prompt ids
+    as the reference does (last action_dim ids of prompt + generated)."""
+    from vla_gym.policies.openvla.modeling import generated_lengths
+
+    pol = policy_fp32
+    batch = observation_batch(2)
+    width, ids, _, _ = _batched_vs_single_greedy(pol, batch)
+    first = int(ids[0, width])  # row 0's first generated id plays EOS
+    monkeypatch.setattr(pol.tokenizer, "eos_id", first)
+    width, ids, _, one = _batched_vs_single_greedy(pol, batch)
+    lengths = generated_lengths(ids, width, first)
+    assert lengths[0] == 1 and bool((ids[0, width:] == first).all())
+    for b, (ids1, _) in enumerate(one):
+        assert lengths[b] == ids1.shape[1] - pol.preprocess([batch[b]]).input_ids.shape[1]
+    np.testing.assert_array_equal(pol.act(batch).actions, np.stack([act_one(pol, o) for o in batch]))
 
 
 def test_cached_greedy_decoding_equals_full_recompute(policy):
     """The KV-cache loop must pick the same tokens as argmax over all logits of a full forward."""
-    ids, pixel_values = policy.preprocess(observation(seed=3))
+    inputs = policy.preprocess([observation(seed=3)])
+    ids, pixel_values = inputs.input_ids, inputs.pixel_values
     model = policy.model
     cached = model.generate_greedy(ids, pixel_values, 7, eos_token_id=None)
     seq = ids
@@ -406,11 +486,11 @@ def test_decode_with_logits_exposes_each_greedy_step(policy):
     assert out.logits.shape == (7, vocab) and out.logits.dtype == np.float32
     assert out.token_ids.shape == (7,)
     np.testing.assert_array_equal(out.logits.argmax(axis=1), out.token_ids)
-    np.testing.assert_array_equal(out.action, policy.act(obs))
+    np.testing.assert_array_equal(out.action, act_one(policy, obs))
     # Step 0's logits are those of a plain forward pass over the prompt.
-    ids, pixel_values = policy.preprocess(obs)
+    inputs = policy.preprocess([obs])
     with torch.no_grad():
-        embeds = policy.model.multimodal_embeddings(ids, pixel_values)
+        embeds = policy.model.multimodal_embeddings(inputs.input_ids, inputs.pixel_values)
         first = policy.model.language_model(inputs_embeds=embeds).logits[0, -1].float().numpy()
     np.testing.assert_array_equal(out.logits[0], first)
 
@@ -418,6 +498,9 @@ def test_decode_with_logits_exposes_each_greedy_step(policy):
 def test_policy_declares_reference_inputs_and_info(policy):
     assert policy.inputs.cameras == ("agentview",)
     assert policy.inputs.image_size == 256 and policy.inputs.uses_state is False
+    assert policy.execution == ChunkExecution(mode="open_loop", replan_steps=1)
+    assert policy.reference_scene_seed == 0 and policy.loads_weights
+    assert policy.quantization_skip == ("lm_head",)
     info = policy.info()
     assert info.name == "openvla" and info.chunk_size == 1 and info.quantization == "none"
     assert info.weight_bytes > 0 and "bfloat16" in info.dtype and info.device == "cpu"
@@ -483,14 +566,11 @@ def test_hydra_config_instantiates_the_policy(tiny_dirs):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from vla_gym.rollout import RUNNER_KEYS
-
     conf = Path(__file__).resolve().parents[2] / "conf"
     cfg = OmegaConf.load(conf / "policy" / "openvla.yaml")
     cfg.checkpoint = str(tiny_dirs["openvla"])
     cfg.device = "cpu"
-    assert cfg.replan_steps == 1
-    for key in RUNNER_KEYS:  # read by the runner, not passed to the policy
+    for key in ("replan_steps", "chunk_mode", "scene_seed"):  # runner overrides, if a config sets them
         cfg.pop(key, None)
     quant = OmegaConf.load(conf / "quantization" / "none.yaml")
     pol = instantiate(cfg, quantization=quant)
@@ -511,9 +591,9 @@ def test_short_rollout_in_libero(policy):
     try:
         obs, _ = env.reset(seed=0)
         assert obs["images"]["agentview"].shape == (256, 256, 3)
-        policy.reset(seed=0)
+        policy.reset()
         for _ in range(3):
-            chunk = as_chunk(policy.act(obs), action_dim=7)
+            chunk = as_chunk(act_one(policy, obs), action_dim=7)
             assert chunk.shape == (1, 7)
             obs, reward, terminated, truncated, info = env.step(chunk[0])
             assert np.isfinite(reward)
@@ -527,7 +607,7 @@ def test_fast_path_renders_at_224_and_skips_the_resize(tiny_dirs):
     frame = make_frame(224)[::-1].copy()
     expected = images.jpeg_roundtrip(images.reference_orientation(frame))  # lanczos 224->224 is the identity
     assert np.array_equal(images.reference_image(frame, 224, center_crop=False), expected)
-    assert pol.act({"images": {"agentview": frame}, "instruction": "open the drawer"}).shape == (1, 7)
+    assert act_one(pol, {"images": {"agentview": frame}, "instruction": "open the drawer"}).shape == (1, 7)
 
 
 def test_light_imports_do_not_pull_in_torch():

@@ -18,7 +18,8 @@ from vla_gym.policies.openvla_oft.film import FiLMedPrismaticVisionBackbone, loa
 from vla_gym.policies.openvla_oft.make_tiny import FILM_LORA_RANK
 from vla_gym.policies.openvla_oft.policy import load_component, merge_lora
 
-from tests.policies.helpers import observation
+from vla_gym.policies.testing import observation, observation_batch
+from vla_gym.policy import ChunkExecution, act_one
 
 
 FILM_FILE = "vision_backbone--150000_checkpoint.pt"
@@ -88,8 +89,11 @@ def test_lora_adapter_merged_with_peft_equals_the_released_merged_weights(tiny_d
 
 
 def test_act_returns_8x7_chunk(oft):
-    chunk = oft.act(observation(wrist=True))
-    assert chunk.shape == (8, 7) and chunk.dtype == np.float32 and np.all(np.isfinite(chunk))
+    result = oft.act([observation(wrist=True)])
+    assert result.actions.shape == (1, 8, 7)
+    assert set(result.info["timing_ms"]) == {"preprocess", "model", "postprocess"}
+    chunk = result.actions[0]
+    assert chunk.dtype == np.float32 and np.all(np.isfinite(chunk))
     assert set(np.unique(chunk[:, -1])) <= {-1.0, 0.0, 1.0}
     assert (
         oft.inputs.cameras == ("agentview", "wrist")
@@ -98,11 +102,79 @@ def test_act_returns_8x7_chunk(oft):
     )
     info = oft.info()
     assert info.chunk_size == 8 and info.name == "openvla_oft" and info.weight_bytes > 0
+    assert oft.execution == ChunkExecution(mode="open_loop", replan_steps=8)
+    assert oft.reference_scene_seed == 0 and oft.loads_weights
+    assert set(oft.quantization_skip) == {"lm_head", "action_head", "proprio_projector", "scale", "shift"}
+
+
+@pytest.fixture(scope="module")
+def oft_fp32(tiny_dirs) -> OpenVLAOFTPolicy:
+    return OpenVLAOFTPolicy.from_pretrained(tiny_dirs["openvla-oft"], device="cpu", quantization="fp32")
+
+
+@pytest.fixture(scope="module")
+def oft_film_fp32(tiny_dirs) -> OpenVLAOFTPolicy:
+    return OpenVLAOFTPolicy.from_pretrained(tiny_dirs["openvla-oft-film"], device="cpu", quantization="fp32")
+
+
+@pytest.mark.parametrize(
+    "which,atol",
+    [("oft_fp32", 5e-6), ("oft", 2e-2), ("oft_film_fp32", 5e-6), ("oft_film", 2e-2)],
+)
+def test_batched_chunks_equal_single_calls_with_different_prompts(request, which, atol):
+    """Row b of a B = 3 batch (different images, states and instructions of different token
+    lengths, right-padded) equals the B = 1 chunk of observation b, within a measured tolerance.
+
+    Not bit-identical: the batched matmuls round differently from B = 1's (a batch of three copies
+    of one observation, with no padding at all, differs from B = 1 just as much). Measured on the
+    tiny checkpoints, max |d| of the normalised head output (|x| <~ 1.6): 7e-7 (OFT) and 8e-7
+    (FiLM) in fp32; 0.0078 = one bf16 ulp in bf16 (both); tolerances 5e-6 and 2e-2. The gripper
+    command (a sign) is identical for these inputs.
+    """
+    pol = request.getfixturevalue(which)
+    batch = observation_batch(3, wrist=True)
+    inputs = pol.preprocess(batch)
+    lengths = inputs.attention_mask.sum(dim=1).tolist()
+    assert len(set(lengths)) == 3 and inputs.pixel_values.shape == (3, 12, 224, 224)
+    raw = pol.model.predict(*inputs)
+    for b, obs in enumerate(batch):
+        one = pol.model.predict(*pol.preprocess([obs]))
+        torch.testing.assert_close(raw[b : b + 1], one, rtol=0, atol=atol)
+    actions = pol.act(batch, env_ids=[2, 0, 1]).actions
+    singles = np.stack([act_one(pol, obs) for obs in batch])
+    assert actions.shape == (3, 8, 7)
+    np.testing.assert_allclose(actions[..., :-1], singles[..., :-1], rtol=0, atol=atol)
+    np.testing.assert_array_equal(actions[..., -1], singles[..., -1])
+
+
+def test_padding_does_not_leak_into_the_bidirectional_attention(oft_fp32):
+    """What sits at the padded positions (as keys, and as queries) does not change any chunk."""
+    batch = observation_batch(2, wrist=True)
+    inputs = oft_fp32.preprocess(batch)
+    assert inputs.attention_mask.min() == 0  # one row is padded
+    base = oft_fp32.model.predict(*inputs)
+    llama = oft_fp32.model.vla.language_model.model
+    seen = {}
+
+    def garble(module, args, kwargs):
+        keys = kwargs["attention_mask"][:, 0, 0, :]  # (B, S): False on padding
+        embeds = kwargs["inputs_embeds"].clone()
+        embeds[~keys] = 1e3 * torch.randn_like(embeds[~keys])
+        seen["padded"] = int((~keys).sum())
+        return args, {**kwargs, "inputs_embeds": embeds}
+
+    handle = llama.register_forward_pre_hook(garble, with_kwargs=True)
+    try:
+        garbled = oft_fp32.model.predict(*inputs)
+    finally:
+        handle.remove()
+    assert seen["padded"] > 0
+    assert torch.equal(garbled, base)
 
 
 def test_preprocess_two_images_and_normalised_proprio(oft):
     obs = observation(wrist=True)
-    ids, pixel_values, proprio = oft.preprocess(obs)
+    _, pixel_values, proprio, _ = oft.preprocess([obs])
     assert pixel_values.shape == (1, 12, 224, 224)
     for i, cam in enumerate(("agentview", "wrist")):
         ref = oft.pixels(images.reference_image(obs["images"][cam], 224, center_crop=True))
@@ -122,24 +194,24 @@ def test_unnormalisation_as_oft_against_hand_computed_values(oft):
 
 def test_parallel_decoding_uses_bidirectional_attention(oft):
     """The </s> token sits after every action slot: it can only matter if attention is not causal."""
-    ids, pixel_values, proprio = oft.preprocess(observation(wrist=True))
+    inputs = oft.preprocess([observation(wrist=True)])
     emb = oft.model.vla.language_model.get_input_embeddings().weight
-    before = oft.model.predict(ids, pixel_values, proprio)
+    before = oft.model.predict(*inputs)
     saved = emb.data[2].clone()
     try:
         emb.data[2] += 1.0
-        after = oft.model.predict(ids, pixel_values, proprio)
+        after = oft.model.predict(*inputs)
     finally:
         emb.data[2] = saved
     assert not torch.allclose(before, after)
-    assert torch.equal(oft.model.predict(ids, pixel_values, proprio), before)
+    assert torch.equal(oft.model.predict(*inputs), before)
 
 
 def test_proprio_changes_the_chunk(oft):
     obs = observation(wrist=True)
-    a = oft.act(obs)
+    a = act_one(oft, obs)
     obs["state"] = obs["state"] + np.float32(0.05)
-    assert not np.array_equal(a, oft.act(obs))
+    assert not np.array_equal(a, act_one(oft, obs))
 
 
 def _to_float32_checkpoint(d: Path) -> None:
@@ -176,8 +248,8 @@ def test_heads_run_in_the_models_dtype_fp32(tiny_copy):
         ),
     ]
     try:
-        ids, pixel_values, proprio = policy.preprocess(observation(wrist=True))
-        chunk = model.predict(ids, pixel_values, proprio)
+        ids, pixel_values, proprio, mask = policy.preprocess([observation(wrist=True)])
+        chunk = model.predict(ids, pixel_values, proprio, mask)
     finally:
         for h in hooks:
             h.remove()
@@ -239,18 +311,15 @@ def test_hydra_config_instantiates_the_policy(tiny_dirs):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from vla_gym.rollout import RUNNER_KEYS
-
     conf = Path(__file__).resolve().parents[2] / "conf"
     cfg = OmegaConf.load(conf / "policy" / "openvla_oft.yaml")
     cfg.checkpoint = str(tiny_dirs["openvla-oft"])
     cfg.device = "cpu"
-    assert cfg.replan_steps == 8
-    for key in RUNNER_KEYS:  # read by the runner, not passed to the policy
+    for key in ("replan_steps", "chunk_mode", "scene_seed"):  # runner overrides, if a config sets them
         cfg.pop(key, None)
     pol = instantiate(cfg, quantization=OmegaConf.create({"name": "none"}))
     assert isinstance(pol, OpenVLAOFTPolicy)
-    assert pol.act(observation(wrist=True)).shape == (8, 7)
+    assert act_one(pol, observation(wrist=True)).shape == (8, 7)
 
 
 def test_gripper_uses_reference_conventions():
@@ -339,7 +408,7 @@ def test_ddp_prefixed_film_checkpoint_loads_the_same(tiny_dirs, oft_film, tmp_pa
 
 
 def test_film_makes_pixel_features_depend_on_the_instruction(oft_film):
-    _, pixel_values, _ = oft_film.preprocess(observation(wrist=True))
+    pixel_values = oft_film.preprocess([observation(wrist=True)]).pixel_values
     backbone = oft_film.model.vla.vision_backbone
     with torch.no_grad():
         pix = pixel_values[:, :6].to(torch.bfloat16)
@@ -365,7 +434,7 @@ def test_identity_film_equals_the_plain_backbone(oft_film):
         if ".scale." not in k and ".shift." not in k
     }
     plain.load_state_dict(plain_state, strict=True)
-    _, pixel_values, _ = oft_film.preprocess(observation(wrist=True))
+    pixel_values = oft_film.preprocess([observation(wrist=True)]).pixel_values
     with torch.no_grad():
         pix = pixel_values.to(torch.bfloat16)
         want = torch.cat([plain(pix[:, :6]), plain(pix[:, 6:])], dim=1)
@@ -377,25 +446,30 @@ def test_identity_film_equals_the_plain_backbone(oft_film):
 
 def test_film_language_is_the_mean_over_prompt_and_stop_embeddings(oft_film):
     """As ``input_embeddings[~all_actions_mask]``: <s>, prompt, 29871 and </s>; no action slots."""
-    obs = observation(wrist=True)
+    batch = observation_batch(3, wrist=True)  # instructions of different lengths: padding stays out
     seen = {}
     backbone = oft_film.model.vla.vision_backbone
-    handle = backbone.register_forward_hook(lambda m, args, out: seen.update(lang=args[1].clone()))
+    handle = backbone.register_forward_hook(
+        lambda m, args, kwargs, out: seen.update(lang=kwargs["average_language_embedding"].clone()),
+        with_kwargs=True,
+    )
     try:
-        oft_film.act(obs)
+        oft_film.act(batch)
     finally:
         handle.remove()
-    want = _language(oft_film, obs["instruction"])
-    assert torch.equal(seen["lang"], want)
-    assert seen["lang"].shape[1] == len(oft_film.tokenizer.encode_prompt(obs["instruction"])) + 1
+    assert seen["lang"].shape == (3, oft_film.cfg.llm_dim)
+    for b, obs in enumerate(batch):
+        want = _language(oft_film, obs["instruction"])  # (1, len(prompt) + 1, llm_dim)
+        assert want.shape[1] == len(oft_film.tokenizer.encode_prompt(obs["instruction"])) + 1
+        assert torch.equal(seen["lang"][b : b + 1], want.mean(dim=1))
 
 
 def test_film_policy_acts_and_follows_the_instruction(oft_film):
     obs = observation(wrist=True)
-    chunk = oft_film.act(obs)
+    chunk = act_one(oft_film, obs)
     assert chunk.shape == (8, 7) and chunk.dtype == np.float32 and np.all(np.isfinite(chunk))
     obs["instruction"] = "open the top drawer and put the bowl inside"
-    assert not np.array_equal(chunk, oft_film.act(obs))
+    assert not np.array_equal(chunk, act_one(oft_film, obs))
 
 
 def test_use_film_flag_must_agree_with_the_checkpoint(tiny_dirs):
@@ -439,4 +513,4 @@ def test_int8_leaves_film_and_heads_unquantized_as_the_reference(tiny_dirs):
     assert kinds and all(t is nn.Linear for t in kinds.values()), kinds
     quantized = [n for n, m in policy.model.named_modules() if "QLinear" in type(m).__name__]
     assert any("language_model" in n for n in quantized)
-    assert policy.act(observation(wrist=True)).shape == (8, 7)
+    assert act_one(policy, observation(wrist=True)).shape == (8, 7)
