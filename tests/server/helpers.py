@@ -78,6 +78,7 @@ def server_process(tmp_path: Path, overrides: Sequence[str], timeout_s: float = 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "vla_gym.serve", *overrides, "port=0", f"port_file={port_file}"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = tmp_path / f"{port_file.name}.log"  # type: ignore[attr-defined]
     try:
         deadline = time.monotonic() + timeout_s
         while not port_file.exists():
