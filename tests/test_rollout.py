@@ -89,6 +89,7 @@ def test_resume_into_a_dir_of_another_config_is_refused(tmp_path, subprocess_env
     proc = rollout([*LIFT, "policy=random", "policy.scale=0.5", "episodes_per_task=1", "max_steps=2",
                     "video.enabled=false", f"hydra.run.dir={out}"], subprocess_env, check=False)
     assert proc.returncode != 0 and "different config" in proc.stderr + proc.stdout
+    assert "policy.scale: 1.0 -> 0.5" in proc.stderr  # names the key that differs
 
 
 def test_a_crashing_episode_is_recorded_and_the_run_goes_on(tmp_path, subprocess_env):
@@ -104,6 +105,85 @@ def test_a_crashing_episode_is_recorded_and_the_run_goes_on(tmp_path, subprocess
     assert all(r.error and "IndexError" in r.error and not r.success for r in records)
     assert all(r.task == "Lift" and r.instruction == "pick up the red cube" for r in records)
     assert json.loads((out / "results.json").read_text())["overall"]["errors"] == 2
+
+
+def test_a_second_run_into_a_busy_dir_is_refused_while_the_first_runs(tmp_path, subprocess_env):
+    out = tmp_path / "run"
+    args = [*LIFT, "policy=scripted", "episodes_per_task=6", "video.enabled=false", f"hydra.run.dir={out}"]
+    first = subprocess.Popen([PYTHON, "-m", "vla_gym.rollout", *args], env=subprocess_env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (out / "run.json").exists():  # started: locked, policy built
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run should still be running"
+        second = rollout(args, subprocess_env, check=False, timeout=120)
+        assert first.poll() is None, "the second run must be refused while the first still runs"
+    finally:
+        first.wait(timeout=300)
+    assert second.returncode != 0
+    assert f"in use by another run (pid {first.pid} on host" in second.stderr
+    assert first.returncode == 0
+    records = load_records(out / "episodes.jsonl")
+    assert sorted(r.episode_index for r in records) == list(range(6))  # each once: nothing mixed in
+    assert json.loads((out / "results.json").read_text())["overall"]["episodes"] == 6
+    assert not (out / "run.lock").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["episodes_per_task=0"], "error: episodes_per_task must be >= 1, got 0"),
+        (["tasks=5"], "error: tasks=5 does not apply to vla_gym/Lift"),
+        (["perturbation=action_noise", "perturbation.strength=2"], "error: perturbation.strength must be in [0, 1]"),
+        (["policy=openvla", "policy.checkpoint=/no/such/checkpoint"],
+         "error: policy.checkpoint: no such file or directory: /no/such/checkpoint"),
+    ],
+)
+def test_a_bad_start_exits_with_one_line_and_writes_nothing(tmp_path, subprocess_env, overrides, expected):
+    out = tmp_path / "run"
+    proc = rollout([*LIFT, *overrides, f"hydra.run.dir={out}"], subprocess_env, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith(expected)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    written = {p.name for p in out.iterdir()} - {".hydra", "rollout.log"}  # Hydra's own files
+    assert written == set(), written  # no run.json: the corrected command starts cleanly
+    if overrides == ["episodes_per_task=0"]:  # the corrected command runs in the same dir
+        rollout([*LIFT, "episodes_per_task=1", "max_steps=2", "video.enabled=false", f"hydra.run.dir={out}"],
+                subprocess_env)
+
+
+def test_errored_episodes_are_retried_on_resume_keeping_the_error(tmp_path, subprocess_env):
+    import numpy as np
+
+    actions = tmp_path / "actions.npy"
+    np.save(actions, np.zeros((3, 7), dtype=np.float32))  # runs out of actions at step 4: IndexError
+    out = tmp_path / "run"
+    args = [*LIFT, "policy=replay", f"policy.actions={actions}", "policy.hold_last=false", "episodes_per_task=2",
+            "max_steps=6", "video.enabled=false", f"hydra.run.dir={out}"]
+    first = rollout(args, subprocess_env)
+    assert [r.error is not None for r in load_records(out / "episodes.jsonl")] == [True, True]
+    assert any(line.split()[:3] == ["task", "success", "errors"] for line in first.stdout.splitlines())
+    np.save(actions, np.zeros((6, 7), dtype=np.float32))  # same config, the cause fixed
+    rollout(args, subprocess_env)
+    records = load_records(out / "episodes.jsonl")
+    assert [r.episode_index for r in records] == [0, 1]  # replaced, not appended
+    assert all(r.error is None and r.steps == 6 for r in records)
+    assert all(len(r.extra["previous_errors"]) == 1 and "IndexError" in r.extra["previous_errors"][0]
+               for r in records)
+    assert json.loads((out / "results.json").read_text())["overall"]["errors"] == 0
+
+
+def test_a_libero_pro_run_records_the_pro_suites_task_names(tmp_path, subprocess_env):
+    from vla_gym.envs.libero import task_names
+
+    out = tmp_path / "run"
+    rollout(["env=libero_spatial", "perturbation=libero_pro_with_mug", "policy=random", "tasks=[3]",
+             "episodes_per_task=1", "max_steps=2", "video.enabled=false", f"hydra.run.dir={out}"], subprocess_env)
+    (r,) = load_records(out / "episodes.jsonl")
+    assert r.suite == "libero_spatial_with_mug" and r.task == task_names("libero_spatial_with_mug")[3]
+    assert r.task != task_names("libero_spatial")[3] and r.extra["scene"] == {"seeding": "reference", "seed": 0,
+                                                                              "index": 0}
 
 
 @pytest.mark.parametrize(
