@@ -184,6 +184,10 @@ class RunLock:
                     f"{h.get('host', '?')}, since {since}); wait for it to finish or choose another output dir "
                     "(hydra.run.dir=...)"
                 ) from None
+            except OSError as e:  # e.g. ENOLCK: a file system without locks
+                os.close(fd)
+                raise RunStoreError(f"cannot lock {self.path} ({e.strerror or e}); use a run dir on a file system "
+                                    "with flock support") from None
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
