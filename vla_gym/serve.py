@@ -199,19 +199,22 @@ class PolicyServer:
         return await self._loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
     def _act(self, batch: list[_Pending]) -> list[tuple[np.ndarray | None, dict, BaseException | None, float]]:
-        """One batched act (in the policy thread); on failure of a batch, each row alone."""
+        """One batched act (in the policy thread).
+
+        If it raises, every request of the batch gets the error (traceback, then 1011): rows are
+        not retried one by one, because a policy with per-env state (a replay cursor, an RNG)
+        may already have advanced some rows, and a retry would silently skip their actions.
+        """
         t0 = time.perf_counter()
         try:
             result = self.policy.act([p.obs for p in batch], env_ids=[p.env_id for p in batch])
             if result.batch_size != len(batch):
                 raise ValueError(f"policy returned {result.batch_size} chunks for {len(batch)} observations")
-            ms = 1e3 * (time.perf_counter() - t0)
-            self.batch_sizes.append(len(batch))
-            return [(result.actions[i], result.info, None, ms) for i in range(len(batch))]
         except Exception as e:  # noqa: BLE001 - reported to the client(s)
-            if len(batch) == 1:
-                return [(None, {}, e, 1e3 * (time.perf_counter() - t0))]
-        return [self._act([p])[0] for p in batch]  # isolate the failing row(s)
+            return [(None, {}, e, 1e3 * (time.perf_counter() - t0))] * len(batch)
+        ms = 1e3 * (time.perf_counter() - t0)
+        self.batch_sizes.append(len(batch))
+        return [(result.actions[i], result.info, None, ms) for i in range(len(batch))]
 
     async def _batcher(self) -> None:
         assert self._wakeup is not None
@@ -386,7 +389,7 @@ class PolicyServer:
         if warning:
             log.warning(warning)
         async with serve(self._handler, o.host, o.port, compression=None, max_size=o.limits.max_message_bytes,
-                         max_queue=4, process_request=self._process_request, ping_interval=None) as server:
+                         max_queue=2, process_request=self._process_request) as server:
             self.address = server.sockets[0].getsockname()[:2]
             self.port = int(self.address[1])
             batcher = asyncio.create_task(self._batcher())

@@ -59,7 +59,7 @@ class Limits:
         max_container_len: Most entries of one map or list.
     """
 
-    max_message_bytes: int = 8 * 2**20
+    max_message_bytes: int = 4 * 2**20
     max_array_elements: int = 2**22
     max_total_elements: int = 2**23
     max_depth: int = 8
