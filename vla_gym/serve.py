@@ -219,11 +219,14 @@ class PolicyServer:
     async def _batcher(self) -> None:
         assert self._wakeup is not None
         window = self.options.batch_window_ms / 1e3
+        free_since = time.perf_counter()
         while True:
             while not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            deadline = self._pending[0].t_enqueued + window
+            # the window opens when the first request is pending AND the policy is free: clients
+            # answered by the previous batch get the window to send their next request and join
+            deadline = max(self._pending[0].t_enqueued, free_since) + window
             while len(self._pending) < min(self.options.max_batch, self._active_clients()):
                 left = deadline - time.perf_counter()
                 if left <= 0:
@@ -236,6 +239,7 @@ class PolicyServer:
             batch = self._pending[: self.options.max_batch]
             del self._pending[: len(batch)]
             rows = await self._in_policy_thread(self._act, batch)
+            free_since = time.perf_counter()
             for p, row in zip(batch, rows):
                 if not p.future.done():
                     p.future.set_result((*row, len(batch)))
