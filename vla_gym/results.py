@@ -46,9 +46,12 @@ class EpisodeRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        """Identity of an episode inside a run, used to skip finished ones on resume."""
-        return (self.suite, self.task_index, self.episode_index)
+    def key(self) -> tuple:
+        """Identity of an episode inside a run: suite, task index, episode index, initial state and
+        scene (``extra["scene"]``), as :func:`vla_gym.run_store.record_key` computes it."""
+        from vla_gym.run_store import record_key
+
+        return record_key(self)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -181,7 +184,11 @@ def append_record(path: str | os.PathLike, record: EpisodeRecord) -> None:
 
 
 def load_records(path: str | os.PathLike) -> list[EpisodeRecord]:
-    """Read ``episodes.jsonl``; a torn last line (crash mid-write) is ignored."""
+    """Read ``episodes.jsonl`` leniently (unreadable lines are skipped without a word).
+
+    For tests and quick looks; the runner reads through :class:`vla_gym.run_store.RunStore`, which
+    uses the report's schema-checking loader (warnings with ``file:line``) and drops duplicates.
+    """
     path = Path(path)
     if not path.exists():
         return []

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_gym.chunking import ChunkedActor
 from vla_gym.config import CONFIG_MODULE, check_overrides, register_configs
-from vla_gym.plan import DEFAULT_SCENE_SEED, ConfigError, plan_run, resolve_scene_seed, resolve_tasks
+from vla_gym.plan import DEFAULT_SCENE_SEED, ConfigError, Plan, plan_run, resolve_scene_seed, resolve_tasks
 from vla_gym.policy import Policy
 from vla_gym.results import EpisodeRecord, atomic_write_text
 from vla_gym.run_store import EPISODES_FILE, RESULTS_FILE, RUN_FILE, RunStore, RunStoreError, outcome_config
@@ -189,10 +189,6 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
     :class:`~vla_gym.run_store.RunStoreError` (directory locked or of another config) before
     anything is written into the run directory.
     """
-    from tqdm import tqdm
-
-    from vla_gym.video import write_video
-
     target = cfg.policy.get("_target_") if isinstance(cfg.policy, DictConfig) else None
     if not target:
         raise ConfigError("the policy config has no _target_; pick one with policy=<name> (see conf/policy/)")
@@ -210,12 +206,18 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
             log.debug("building the policy failed:\n%s", traceback.format_exc())
             raise ConfigError(f"could not build the policy ({target}): {type(e).__name__}: {_one_line(e)}") from None
         try:
-            return _run_episodes(cfg, plan, store, policy, choices, write_video, tqdm)
+            return _run_episodes(cfg, plan, store, policy, choices)
         finally:
             policy.close()
 
 
-def _run_episodes(cfg: DictConfig, plan, store: RunStore, policy: Policy, choices, write_video, tqdm) -> dict[str, Any]:
+def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
+                  choices: dict[str, str] | None) -> dict[str, Any]:
+    """The episode loop of :func:`run`, once the store is open and the policy built."""
+    from tqdm import tqdm
+
+    from vla_gym.video import write_video
+
     out = store.dir
     chunk = chunk_execution(cfg, policy)
     actor = ChunkedActor(policy, num_envs=1, **chunk)
@@ -230,6 +232,7 @@ def _run_episodes(cfg: DictConfig, plan, store: RunStore, policy: Policy, choice
     }
     store.start(env=cfg.env.id, suite=plan.suite)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    store.write_results(meta)  # from the start on, results.json always exists and is whole
     pending = [e for e in plan.episodes if not store.is_done(e.key)]
     retried = sum(store.get(e.key) is not None for e in pending)
     if retried:
