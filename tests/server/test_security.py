@@ -221,3 +221,23 @@ def test_sigterm_finishes_in_flight_request_then_closes_cleanly(tmp_path):
                 ws.recv(timeout=10)
             assert closed.value.rcvd.code == 1001  # ...then a clean "going away" close
         assert proc.wait(15) == 0
+
+
+def test_connect_retries_until_the_server_is_up_and_fails_cleanly_without_one():
+    import socket
+
+    with socket.socket() as s:  # a free loopback port nobody listens on (yet)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(ConnectionError, match="no policy server"):
+        RemotePolicy(port=port, connect_timeout_s=0.3)
+    assert time.perf_counter() - t0 < 5
+    made: list[RemotePolicy] = []
+    client = threading.Thread(target=lambda: made.append(RemotePolicy(port=port, connect_timeout_s=20)))
+    client.start()
+    time.sleep(0.5)  # the client is retrying with backoff meanwhile
+    with serve_in_thread(random_policy(), port=port):
+        client.join(20)
+        assert made and made[0].act([zeros_obs(SIZE)]).actions.shape == (1, 3, 7)
+        made[0].close()
