@@ -160,6 +160,7 @@ class PolicyServer:
         self._next_id = 0
         self._connections: dict[Any, float] = {}  # connection -> time of its last request
         self._pending: list[_Pending] = []
+        self._running: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -238,7 +239,9 @@ class PolicyServer:
                     break
             batch = self._pending[: self.options.max_batch]
             del self._pending[: len(batch)]
+            self._running = batch
             rows = await self._in_policy_thread(self._act, batch)
+            self._running = []
             free_since = time.perf_counter()
             for p, row in zip(batch, rows):
                 if not p.future.done():
@@ -407,11 +410,14 @@ class PolicyServer:
             deadline = time.monotonic() + o.shutdown_grace_s
             while (self._in_flight or self._pending) and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
+            batcher.cancel()
+            for p in self._running + self._pending:  # only left when the grace time ran out
+                if not p.future.done():
+                    p.future.set_exception(RuntimeError("server shut down before the policy answered"))
             for ws in list(self._connections):
                 await ws.close(1001, "server shutting down")
-            batcher.cancel()
             await server.wait_closed()
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @contextmanager
