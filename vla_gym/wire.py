@@ -126,6 +126,8 @@ def _object_hook(obj: dict, limits: Limits) -> Any:
         data = obj[b"data"]
         if type(data) not in _SCALAR_KINDS[dtype.kind] and not (dtype.kind in "iu" and type(data) is bool):
             raise WireError(f"scalar of dtype {dtype.str} with data of type {type(data).__name__}")
+        if dtype.kind in "iu" and not np.iinfo(dtype).min <= int(data) <= np.iinfo(dtype).max:
+            raise WireError(f"scalar {str(data)[:32]} does not fit {dtype.str}")
         try:
             return dtype.type(data)
         except (OverflowError, ValueError) as e:

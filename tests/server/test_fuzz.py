@@ -125,7 +125,7 @@ def test_fuzz_1000_malformed_messages(tmp_path):
                 t.join(0.05)
         assert not errors, errors[:5]
         assert counts["errors"] + counts["closed"] == N_CLIENTS * PER_CLIENT >= 1000
-        assert counts["closed"] > 0 and counts["errors"] > 900, counts
+        assert counts["closed"] > 0 and counts["errors"] > 800, counts
         assert proc.poll() is None, "the server died"
         log = proc.log_path.read_text()
         assert "Traceback" not in log and "handler failed" not in log, log[-3000:]

@@ -206,14 +206,14 @@ def test_reconnect_after_dropped_connection():
 
 
 def test_sigterm_finishes_in_flight_request_then_closes_cleanly(tmp_path):
-    overrides = ["policy=random", "policy._target_=tests.server.helpers.SlowRandomPolicy", "+policy.delay_s=0.8",
+    overrides = ["policy=random", "policy._target_=tests.server.helpers.SlowRandomPolicy", "+policy.delay_s=1.5",
                  "policy.cameras=[agentview,wrist]", f"policy.image_size={SIZE}"]
     with server_process(tmp_path, overrides) as (proc, port):
         assert healthz(port)[0] == 200
         with connect(f"ws://127.0.0.1:{port}", compression=None, proxy=None) as ws:
             ws.recv(timeout=10)
             ws.send(wire.packb(zeros_obs(SIZE)))
-            time.sleep(0.2)
+            time.sleep(0.5)  # the request is in the policy (1.5 s) now
             proc.send_signal(signal.SIGTERM)
             answer = ws.recv(timeout=10)  # the in-flight request is answered...
             assert isinstance(answer, bytes) and wire.unpackb(answer)["actions"].shape == (1, 7)
