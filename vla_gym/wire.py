@@ -228,6 +228,7 @@ def _from_vla_gym(msg: Any, inputs: PolicyInputs, image_size: int) -> Observatio
         for c, img in obs["images"].items():
             if img.dtype != np.uint8:
                 raise WireError(f"'images/{c}' must be uint8, got {img.dtype}")
+            obs["images"][c] = img.copy()  # writable, as the env's own arrays (decoded ones are read-only views)
     if "state" in msg:
         obs["state"] = _state(msg["state"], "state")
     if "joint_pos" in msg:
