@@ -241,3 +241,33 @@ def test_connect_retries_until_the_server_is_up_and_fails_cleanly_without_one():
         client.join(20)
         assert made and made[0].act([zeros_obs(SIZE)]).actions.shape == (1, 3, 7)
         made[0].close()
+
+
+def test_remote_against_an_openpi_style_server_without_metadata():
+    """openpi's serve_policy.py sends {} and reads openpi's LIBERO keys: no request ids, no resets."""
+    seen: list[dict] = []
+
+    def handler(ws, n, req):
+        seen.append(req)
+        ws.send(wire.packb({"actions": np.full((10, 7), 0.5), "policy_timing": {"infer_ms": 1.0},
+                            "server_timing": {"infer_ms": 2.0}}))
+
+    fake = FakeServer(handler)
+    fake.metadata = {}
+    try:
+        remote = RemotePolicy(port=fake.port)
+        assert remote.input_format == "openpi_libero" and remote.execution.replan_steps == 5
+        assert remote.inputs.cameras == ("agentview", "wrist") and remote.inputs.image_size == 256
+        remote.reset(env_ids=[0], seeds=[1])  # nothing to send: openpi servers keep no episode state
+        obs = zeros_obs(256)
+        chunk = remote.act([obs])
+        remote.close()
+    finally:
+        fake.close()
+    assert len(seen) == 1 and set(seen[0]) == {"observation/image", "observation/wrist_image", "observation/state",
+                                               "prompt"}
+    assert seen[0]["observation/image"].shape == (224, 224, 3) and seen[0]["observation/state"].dtype == np.float64
+    np.testing.assert_array_equal(seen[0]["observation/image"], wire.resize_with_pad(obs["images"]["agentview"][:, ::-1],
+                                                                                       224))
+    assert chunk.actions.shape == (1, 10, 7) and chunk.actions.dtype == np.float32
+    assert chunk.info["timing_ms"]["model"] == 1.0 and chunk.info["timing_ms"]["server"] == 1.0
