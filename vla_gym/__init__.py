@@ -17,7 +17,16 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"] if os.environ
 from vla_gym import envs  # noqa: E402  (registers the env ids)
 
 __version__ = "0.1.0"
-__all__ = ["envs", "__version__"]
+__all__ = ["envs", "evaluate", "__version__"]
+
+
+def __getattr__(name: str):
+    # vla_gym.evaluate(policy, env=..., tasks=..., episodes=..., output_dir=...): imported on first use
+    if name == "evaluate":
+        from vla_gym.rollout import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'vla_gym' has no attribute {name!r}")
 
 # robosuite warns about a missing private macro file and PyOpenGL logs at INFO on import;
 # neither is actionable for users of vla_gym.

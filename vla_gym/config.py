@@ -58,6 +58,13 @@ class SceneConfig:
 
 
 @dataclass
+class TrajectoryConfig:
+    """Per-step trajectory records (:mod:`vla_gym.trajectory`), one ``.npz`` per episode."""
+
+    enabled: bool = False
+
+
+@dataclass
 class PerturbationConfig:
     """A named perturbation: Gymnasium wrappers (``_target_`` nodes) applied to the env."""
 
@@ -85,6 +92,17 @@ class RolloutConfig:
     scene: SceneConfig = field(default_factory=SceneConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    num_envs: int = 1
+    """Env worker processes (1 = episodes one after another in this process); one batched policy call per step."""
+    worker_start_method: str = "spawn"
+    """``spawn`` or ``forkserver`` (never ``fork``: robosuite's EGL state and the run-dir lock must not be inherited)."""
+    worker_timeout_s: Optional[float] = None
+    """Stall watchdog: a worker with no reply for this long is killed, its episode an ``error``, and replaced."""
+    worker_egl_devices: Optional[list[int]] = None
+    """``MUJOCO_EGL_DEVICE_ID`` per worker (slot i gets item i mod len); null = the default device."""
+    shard: Optional[str] = None
+    """``"i/n"``: run only shard i of n of the planned episodes (round robin); merge with ``vla_gym.merge``."""
     retry_errors: bool = True
     """On resume, re-run episodes whose record has an ``error`` (earlier errors kept in ``extra.previous_errors``)."""
     output_dir: str = "rollouts/latest"

@@ -60,6 +60,31 @@ class Plan:
     task_names: dict[int, str]
     scene: dict[str, Any] | None
     episodes: list[PlannedEpisode] = field(default_factory=list)
+    shard: str | None = None
+    """``"i/n"`` when the episodes are one shard of the full plan."""
+
+
+def parse_shard(spec: Any) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; None -> None; anything else is a :class:`ConfigError`."""
+    if spec is None:
+        return None
+    text = str(spec).strip()
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"shard must be \"i/n\" (e.g. shard=0/4) or null, got {spec!r}")
+    i, n = int(parts[0]), int(parts[1])
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"shard={text}: need n >= 1 and 0 <= i < n (shards 0/{max(n, 1)} .. {max(n, 1) - 1}/{max(n, 1)})")
+    return i, n
+
+
+def shard_episodes(episodes: list[PlannedEpisode], index: int, count: int) -> list[PlannedEpisode]:
+    """Shard ``index`` of ``count``: every ``count``-th planned episode from ``index`` on (round robin).
+
+    Round robin over the plan's order (task by task, episode by episode) spreads every task over
+    all shards; the shards are disjoint and together are the whole plan.
+    """
+    return episodes[index::count]
 
 
 def _plain(node: Any) -> Any:
@@ -196,6 +221,14 @@ def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
         raise ConfigError(f"max_steps must be >= 1 (or null for the suite's limit), got {cfg.max_steps}")
     if int(cfg.video.max_per_task) < 0:
         raise ConfigError(f"video.max_per_task must be >= 0, got {cfg.video.max_per_task}")
+    if int(cfg.get("num_envs", 1)) < 1:
+        raise ConfigError(f"num_envs must be >= 1, got {cfg.num_envs}")
+    if cfg.get("worker_start_method", "spawn") not in ("spawn", "forkserver"):
+        raise ConfigError(f"worker_start_method must be spawn or forkserver (fork would share robosuite's EGL state "
+                          f"and the run-dir lock with the workers), got {cfg.worker_start_method!r}")
+    if cfg.get("worker_timeout_s") is not None and float(cfg.worker_timeout_s) <= 0:
+        raise ConfigError(f"worker_timeout_s must be > 0 (or null for no watchdog), got {cfg.worker_timeout_s}")
+    shard = parse_shard(cfg.get("shard"))
     check_policy_paths(cfg.policy)
     kind = str(cfg.env.kind)
     suite = env_suite(cfg) if kind in ("libero", "robosuite") else ""
@@ -230,4 +263,7 @@ def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
                 scene=ep_scene, record_video=bool(cfg.video.enabled) and ep < int(cfg.video.max_per_task),
                 suite=suite,
             ))
+    if shard is not None:
+        plan.episodes = shard_episodes(plan.episodes, *shard)
+        plan.shard = f"{shard[0]}/{shard[1]}"
     return plan

@@ -14,22 +14,27 @@ as that episode's ``error`` and the run goes on with a fresh env.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vla_gym.chunking import ChunkedActor
 from vla_gym.config import CONFIG_MODULE, check_overrides, register_configs
-from vla_gym.plan import DEFAULT_SCENE_SEED, ConfigError, Plan, plan_run, resolve_scene_seed, resolve_tasks
+from vla_gym.plan import (
+    DEFAULT_SCENE_SEED, ConfigError, Plan, PlannedEpisode, plan_run, resolve_scene_seed, resolve_tasks,
+)
 from vla_gym.policy import Policy
 from vla_gym.results import EpisodeRecord, atomic_write_text
+from vla_gym.trajectory import Trajectory, trajectory_rel
 from vla_gym.run_store import EPISODES_FILE, RESULTS_FILE, RUN_FILE, RunStore, RunStoreError, outcome_config
 
 log = logging.getLogger("vla_gym.rollout")
@@ -39,7 +44,8 @@ RUNNER_KEYS: tuple[str, ...] = ()
 execution and the reference scene seed are declared on the policy class)."""
 __all__ = [
     "DEFAULT_SCENE_SEED", "EPISODES_FILE", "RESULTS_FILE", "RUN_FILE", "build_policy", "chunk_execution",
-    "format_summary", "main", "make_env", "resolve_scene_seed", "resolve_tasks", "run", "run_episode",
+    "compose_config", "evaluate", "format_summary", "main", "make_env", "resolve_scene_seed", "resolve_tasks", "run",
+    "run_episode",
 ]
 
 
@@ -87,12 +93,16 @@ def chunk_execution(cfg: DictConfig, policy: Policy) -> dict[str, Any]:
     return {"mode": str(mode), "replan_steps": replan, "k": float(cfg.chunk.k)}
 
 
-def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: bool, scene_seed: int = 0):
-    """Build the env the policy needs: its cameras at its size, video view, perturbations."""
+def make_env(cfg: DictConfig, task_index: int, policy: Any, record_video: bool, scene_seed: int = 0):
+    """Build the env the policy needs: its cameras at its size, video view, perturbations.
+
+    ``policy`` is the policy or just its :class:`~vla_gym.policy.PolicyInputs` (what an env
+    worker process gets: the policy itself stays in the parent).
+    """
     import gymnasium as gym
     from hydra.utils import instantiate
 
-    inputs = policy.inputs
+    inputs = getattr(policy, "inputs", policy)
     kwargs: dict[str, Any] = dict(
         cameras=tuple(inputs.cameras),
         image_size=int(cfg.image_size or inputs.image_size),
@@ -118,8 +128,12 @@ def make_env(cfg: DictConfig, task_index: int, policy: Policy, record_video: boo
 
 # ---------------------------------------------------------------------------- episodes
 def run_episode(env, actor: ChunkedActor, *, seed: int, init_state_id: int | None, record_video: bool,
-                video_size: int, cameras: tuple[str, ...]) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Run one episode of env 0 of ``actor``; return its measurements and (if recording) the video frames."""
+                video_size: int, cameras: tuple[str, ...],
+                trajectory: Any = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Run one episode of env 0 of ``actor``; return its measurements and (if recording) the video frames.
+
+    ``trajectory`` (a :class:`vla_gym.trajectory.Trajectory`) is filled step by step when given.
+    """
     from vla_gym.video import compose_frame
 
     options = {"init_state_id": init_state_id} if init_state_id is not None else None
@@ -137,6 +151,8 @@ def run_episode(env, actor: ChunkedActor, *, seed: int, init_state_id: int | Non
             frames.append(compose_frame(panels, instruction, video_size, footer=status))
 
     snapshot("t=0")
+    if trajectory is not None:
+        trajectory.observe(obs)
     terminated = truncated = success
     while not (terminated or truncated):
         action = actor.step({0: obs})[0]
@@ -148,6 +164,8 @@ def run_episode(env, actor: ChunkedActor, *, seed: int, init_state_id: int | Non
         steps += 1
         total_reward += float(reward)
         success = bool(info.get("is_success", False))
+        if trajectory is not None:
+            trajectory.step(action, actor.last_call is not None, reward, success, obs)
         snapshot(f"t={steps}" + (" SUCCESS" if success else ""))
     lat = np.asarray(latencies) if latencies else np.zeros(1)
     result = dict(
@@ -181,25 +199,32 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any]:
+def run(cfg: DictConfig, choices: dict[str, str] | None = None, policy: Policy | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.policy`` on ``cfg.env``; return the aggregated results.
 
     ``choices`` are Hydra's config-group choices (``policy: openvla``), used to name things.
+    ``policy``: an already built policy to evaluate instead of building ``cfg.policy`` (what
+    :func:`evaluate` passes; it stays open: the caller owns it).
     Raises :class:`~vla_gym.plan.ConfigError` (bad config, policy that cannot be built) or
     :class:`~vla_gym.run_store.RunStoreError` (directory locked or of another config) before
     anything is written into the run directory.
     """
     target = cfg.policy.get("_target_") if isinstance(cfg.policy, DictConfig) else None
-    if not target:
-        raise ConfigError("the policy config has no _target_; pick one with policy=<name> (see conf/policy/)")
-    try:
-        policy_cls = _policy_class(target)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ConfigError(f"policy._target_ {target!r}: {_one_line(e)}") from None
+    if policy is not None:
+        policy_cls: Any = type(policy)
+    else:
+        if not target:
+            raise ConfigError("the policy config has no _target_; pick one with policy=<name> (see conf/policy/)")
+        try:
+            policy_cls = _policy_class(target)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise ConfigError(f"policy._target_ {target!r}: {_one_line(e)}") from None
     plan = plan_run(cfg, policy_cls)
     out = Path(cfg.output_dir)
     store = RunStore(out, outcome_config(cfg), retry_errors=bool(cfg.retry_errors))
     with store:  # locked from here; refused if another run holds the dir or it is of another config
+        if policy is not None:
+            return _run_episodes(cfg, plan, store, policy, choices)
         try:
             policy = build_policy(cfg.policy, cfg.quantization)
         except Exception as e:  # noqa: BLE001 - any failure to build is a start failure, reported in one line
@@ -211,16 +236,94 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any
             policy.close()
 
 
+def _flat_options(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in options.items():
+        if isinstance(v, dict) and k not in ("policy",):
+            out.update(_flat_options(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _has_key(cfg: DictConfig, dotted: str) -> bool:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            return False
+        node = node._get_node(part)
+    return True
+
+
+def compose_config(env: str = "libero_spatial", policy: str | None = None, overrides: Sequence[str] = (),
+                   **options: Any) -> DictConfig:
+    """The rollout config ``python -m vla_gym.rollout env=<env> policy=<policy> <overrides>`` would run,
+    with ``options`` (``max_steps=10``, ``video={"enabled": False}``, ``num_envs=2``) set on top."""
+    from hydra import compose, initialize_config_module
+
+    register_configs()
+    groups = [f"env={env}"] + ([f"policy={policy}"] if policy else [])
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("rollout", overrides=[*groups, *overrides])
+    for key, value in _flat_options(options).items():
+        if not _has_key(cfg, key) and not key.startswith("policy."):
+            raise ConfigError(f"evaluate(): unknown config key {key!r}")
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
+
+
+def evaluate(policy: Policy | str, env: str = "libero_spatial", tasks: Any = "default", episodes: int = 2,
+             output_dir: str | os.PathLike | None = None, *, overrides: Sequence[str] = (),
+             **options: Any) -> dict[str, Any]:
+    """Evaluate a policy from Python (e.g. during training): the CLI's episode loop and run store.
+
+    Args:
+        policy: A built :class:`~vla_gym.policy.Policy` (left open: the caller owns it) or the
+            name of a ``conf/policy`` config (``"scripted"``), built and closed here.
+        env: A ``conf/env`` config name (``libero_spatial``, ``robosuite_lift``).
+        tasks: As the ``tasks`` key: ``default``, ``all``, an index, a name or a list.
+        episodes: Episodes per task.
+        output_dir: The run directory (default ``rollouts/evaluate/<time>``); re-using one resumes it.
+        overrides: Hydra override strings, as on the command line (``"perturbation=action_noise"``).
+        **options: Config values by key; nested dicts for groups (``video={"enabled": False}``,
+            ``max_steps=50``, ``num_envs=2``, ``shard="0/2"``).
+
+    Returns:
+        The ``results.json`` dict (``per_task``, ``per_group``, ``overall``, ``meta``, ``video_paths``).
+
+    Raises:
+        ConfigError: The config cannot run (one-line message, nothing written).
+        RunStoreError: The output dir is locked by another run or holds another config's run.
+    """
+    logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
+    if output_dir is None:
+        output_dir = Path("rollouts") / "evaluate" / time.strftime("%Y-%m-%d/%H-%M-%S")
+    built = None if isinstance(policy, str) else policy
+    if built is not None and not isinstance(built, Policy):
+        raise TypeError(f"policy must be a vla_gym Policy or a conf/policy name, got {type(policy).__name__}")
+    cfg = compose_config(env, policy if isinstance(policy, str) else None, overrides,
+                         tasks=tasks, episodes_per_task=int(episodes), output_dir=str(output_dir), **options)
+    choices = {"env": env}
+    if built is not None:
+        cls = type(built)
+        # what the fingerprint records for a policy object: its class and its own description
+        OmegaConf.update(cfg, "policy", {"_target_": f"{cls.__module__}.{cls.__qualname__}",
+                                         "info": json.loads(json.dumps(asdict(built.info()), default=str))},
+                         merge=False)
+        choices["policy"] = built.info().name
+    else:
+        choices["policy"] = str(policy)
+    return run(cfg, choices, policy=built)
+
+
 def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
                   choices: dict[str, str] | None) -> dict[str, Any]:
     """The episode loop of :func:`run`, once the store is open and the policy built."""
     from tqdm import tqdm
 
-    from vla_gym.video import write_video
-
     out = store.dir
     chunk = chunk_execution(cfg, policy)
-    actor = ChunkedActor(policy, num_envs=1, **chunk)
+    actor = ChunkedActor(policy, num_envs=1, **chunk)  # num_envs > 1: one per worker slot (below)
     policy_info = asdict(policy.info())
     policy_name = (choices or {}).get("policy") or policy_info["name"]
     meta = {
@@ -228,7 +331,7 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
         "quantization": (cfg.quantization or {}).get("name", "none"),
         "perturbation": cfg.perturbation.name, "perturbation_strength": float(cfg.perturbation.strength),
         "seed": int(cfg.seed), "config_fingerprint": store.fingerprint, "policy_info": policy_info,
-        "chunk": chunk, "scene": plan.scene,
+        "chunk": chunk, "scene": plan.scene, "num_envs": int(cfg.num_envs), "shard": plan.shard,
     }
     store.start(env=cfg.env.id, suite=plan.suite)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -239,67 +342,94 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
         log.info("retrying %d errored episode(s) (retry_errors=true)", retried)
     total = len(plan.episodes)
     bar = tqdm(total=total, initial=total - len(pending), desc="episodes", unit="ep", dynamic_ncols=True)
+    scene_seed = (plan.scene or {}).get("seed", 0)
+
+    def store_episode(ep: PlannedEpisode, res: dict[str, Any], error: str | None, video_rel: str | None,
+                      names: tuple[str, str] | None, wall_s: float, trajectory: Any = None) -> None:
+        suite, task_name = names or (plan.suite, ep.task)
+        if (suite, task_name) != (plan.suite, ep.task):
+            log.warning("env reports %s/%s where the plan has %s/%s", suite, task_name, plan.suite, ep.task)
+        extra: dict[str, Any] = {}
+        if ep.scene is not None:
+            extra["scene"] = ep.scene
+        if res.get("policy_timing_ms"):
+            extra["policy_timing_ms"] = res["policy_timing_ms"]
+        if trajectory is not None and error is None:
+            extra["trajectory"] = trajectory_rel(task_name, ep.episode_index)
+            trajectory.save(out / extra["trajectory"])
+        record = store.add(EpisodeRecord(
+            suite=suite, task=task_name, task_index=ep.task_index,
+            init_state_id=ep.init_state_id, episode_index=ep.episode_index, seed=ep.seed,
+            instruction=res.get("instruction", ""),
+            success=bool(res.get("success", False)), steps=int(res.get("steps", 0)),
+            sum_reward=float(res.get("sum_reward", 0.0)), wall_s=wall_s,
+            latency_ms_mean=res.get("latency_ms_mean", 0.0), latency_ms_p95=res.get("latency_ms_p95", 0.0),
+            policy_queries=res.get("policy_queries", 0), video=video_rel, error=error, extra=extra,
+            policy=policy_name, perturbation=cfg.perturbation.name,
+            perturbation_strength=float(cfg.perturbation.strength),
+        ))
+        if record.extra.get("previous_errors"):
+            log.info("episode %d of task %d retried: %s", ep.episode_index, ep.task_index,
+                     "error again" if error else "ok")
+        store.write_results(meta)
+        bar.update(1)
+        n_ok = sum(r.success for r in store.records)
+        n_err = sum(r.error is not None for r in store.records)
+        bar.set_postfix(success=f"{n_ok}/{len(store.records)}", errors=n_err)
+
+    num_envs = min(int(cfg.num_envs), len(pending))
     try:
-        for task_index in plan.tasks:
-            env = None
-            instruction = ""
-            for ep in (e for e in pending if e.task_index == task_index):
-                suite, task_name = plan.suite, ep.task
-                t0 = time.perf_counter()
-                error, frames, res = None, [], {}
-                try:
-                    if env is None:
-                        env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled),
-                                       scene_seed=(plan.scene or {}).get("seed", 0))
-                        instruction = env.unwrapped.instruction
-                    # names from the env itself (a LIBERO-PRO suite's, not the base suite's)
-                    suite, task_name = str(env.unwrapped.suite_name), str(env.unwrapped.task_name)
-                    if (suite, task_name) != (plan.suite, ep.task):
-                        log.warning("env reports %s/%s where the plan has %s/%s", suite, task_name, plan.suite, ep.task)
-                    res, frames = run_episode(env, actor, seed=ep.seed, init_state_id=ep.init_state_id,
-                                              record_video=ep.record_video, video_size=int(cfg.video.size),
-                                              cameras=tuple(policy.inputs.cameras))
-                except Exception as e:  # noqa: BLE001 - one broken episode must not end the run
-                    error = f"{type(e).__name__}: {e}"
-                    log.error("episode %d of task %d failed:\n%s", ep.episode_index, task_index,
-                              traceback.format_exc())
-                    if env is not None:
-                        env.close()
-                    env = None  # a crashed simulator is rebuilt for the next episode
-                video_rel = None
-                if frames:
-                    outcome = "success" if res.get("success") else "failure"
-                    video_rel = f"videos/{task_name}/ep{ep.episode_index:03d}_{outcome}.mp4"
-                    write_video(out / video_rel, frames, fps=int(cfg.video.fps))
-                extra: dict[str, Any] = {}
-                if ep.scene is not None:
-                    extra["scene"] = ep.scene
-                if res.get("policy_timing_ms"):
-                    extra["policy_timing_ms"] = res["policy_timing_ms"]
-                record = store.add(EpisodeRecord(
-                    suite=suite, task=task_name, task_index=task_index,
-                    init_state_id=ep.init_state_id, episode_index=ep.episode_index, seed=ep.seed,
-                    instruction=res.get("instruction", instruction),
-                    success=bool(res.get("success", False)), steps=int(res.get("steps", 0)),
-                    sum_reward=float(res.get("sum_reward", 0.0)), wall_s=time.perf_counter() - t0,
-                    latency_ms_mean=res.get("latency_ms_mean", 0.0), latency_ms_p95=res.get("latency_ms_p95", 0.0),
-                    policy_queries=res.get("policy_queries", 0), video=video_rel, error=error, extra=extra,
-                    policy=policy_name, perturbation=cfg.perturbation.name,
-                    perturbation_strength=float(cfg.perturbation.strength),
-                ))
-                if record.extra.get("previous_errors"):
-                    log.info("episode %d of task %d retried: %s", ep.episode_index, task_index,
-                             "error again" if error else "ok")
-                store.write_results(meta)
-                bar.update(1)
-                n_ok = sum(r.success for r in store.records)
-                n_err = sum(r.error is not None for r in store.records)
-                bar.set_postfix(success=f"{n_ok}/{len(store.records)}", errors=n_err)
-            if env is not None:
-                env.close()
+        if num_envs > 1:
+            from vla_gym.parallel import EnvPool
+
+            actor = ChunkedActor(policy, num_envs=num_envs, **chunk)
+            with EnvPool(OmegaConf.to_container(cfg, resolve=True), policy.inputs, out, num_envs,
+                         start_method=str(cfg.worker_start_method), timeout_s=cfg.worker_timeout_s,
+                         egl_devices=list(cfg.worker_egl_devices) if cfg.worker_egl_devices else None) as pool:
+                pool.run(pending, actor, scene_seed, on_done=store_episode,
+                         trajectories=bool(cfg.trajectory.enabled))
+        else:
+            _run_in_process(cfg, plan, pending, policy, actor, scene_seed, out, store_episode)
     finally:
         bar.close()
     return store.write_results(meta)
+
+
+def _run_in_process(cfg: DictConfig, plan: Plan, pending: list[PlannedEpisode], policy: Policy,
+                    actor: ChunkedActor, scene_seed: int, out: Path, store_episode: Any) -> None:
+    """``num_envs=1``: the episodes one after another in this process, one env per task."""
+    from vla_gym.video import write_video
+
+    for task_index in plan.tasks:
+        env, instruction = None, ""
+        for ep in (e for e in pending if e.task_index == task_index):
+            t0 = time.perf_counter()
+            error, frames, res, names = None, [], {}, None
+            traj = Trajectory() if cfg.trajectory.enabled else None
+            try:
+                if env is None:
+                    env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled),
+                                   scene_seed=scene_seed)
+                    instruction = env.unwrapped.instruction
+                # names from the env itself (a LIBERO-PRO suite's, not the base suite's)
+                names = (str(env.unwrapped.suite_name), str(env.unwrapped.task_name))
+                res, frames = run_episode(env, actor, seed=ep.seed, init_state_id=ep.init_state_id,
+                                          record_video=ep.record_video, video_size=int(cfg.video.size),
+                                          cameras=tuple(policy.inputs.cameras), trajectory=traj)
+            except Exception as e:  # noqa: BLE001 - one broken episode must not end the run
+                error, res = f"{type(e).__name__}: {e}", {"instruction": instruction}
+                log.error("episode %d of task %d failed:\n%s", ep.episode_index, task_index, traceback.format_exc())
+                if env is not None:
+                    env.close()
+                env = None  # a crashed simulator is rebuilt for the next episode
+            video_rel = None
+            if frames:
+                outcome = "success" if res.get("success") else "failure"
+                video_rel = f"videos/{(names or (None, ep.task))[1]}/ep{ep.episode_index:03d}_{outcome}.mp4"
+                write_video(out / video_rel, frames, fps=int(cfg.video.fps))
+            store_episode(ep, res, error, video_rel, names, time.perf_counter() - t0, traj)
+        if env is not None:
+            env.close()
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -1,0 +1,423 @@
+"""Parallel envs for one batched policy: ``num_envs`` env worker processes fed from the episode queue.
+
+The policy stays in the parent; each worker process owns one env (rebuilt when the task
+changes) and runs whole episodes on command: ``reset`` an episode, ``step`` an action, and
+at the episode's end write its video. The parent (:class:`EnvPool`) keeps the planned
+episodes in a queue and hands the next one to a worker the moment its episode ends, so no
+worker waits for a slower one to finish its episode and no auto-reset episode is wasted.
+
+Each step the parent calls the policy **once** for all envs that need a new chunk, through
+:class:`~vla_gym.chunking.ChunkedActor` (env id = worker slot). Envs that still have queued
+actions get them at once; the policy call waits only for envs that are mid-step (never for
+one that is resetting or building its simulator). With open-loop chunks the envs therefore
+fall into step with each other after their first chunk and are served in one batch.
+
+Process hygiene (STYLE.md, LeRobot / vla-eval): workers start with ``spawn`` (or
+``forkserver``), never ``fork``, so neither robosuite's EGL state nor the run directory's
+flock is inherited; the simulator and its EGL context are built lazily inside the worker.
+``MUJOCO_EGL_DEVICE_ID`` can be set per worker (``worker_egl_devices``).
+
+Failures cost one episode: an exception inside the worker is sent back and the episode is
+recorded with ``error`` (the worker drops its env and goes on); a worker that dies (segfault,
+``os._exit``) or makes no progress for ``worker_timeout_s`` is killed if needed, its episode
+recorded with the reason, and a fresh worker takes its slot.
+
+Results do not depend on ``num_envs``: a worker's episode depends only on the episode (task,
+seed, init state, scene) -- LIBERO's reference scene seeding is order-independent -- and the
+policy row of env ``i`` only on env ``i``'s observations and seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger("vla_gym.parallel")
+
+START_METHODS = ("spawn", "forkserver")
+BUILD_TIMEOUT_S = 600.0
+"""Watchdog limit while a worker starts (spawn + imports) or builds an env: on a loaded machine
+that takes tens of seconds, so ``worker_timeout_s`` (meant for steps and resets) does not apply."""
+INFO_KEYS = ("is_success", "init_state_id")
+"""The part of an env's ``info`` the worker sends back (all the runner reads)."""
+
+
+# ---------------------------------------------------------------------------- worker side
+def _video_rel(task_name: str, episode_index: int, success: bool) -> str:
+    return f"videos/{task_name}/ep{episode_index:03d}_{'success' if success else 'failure'}.mp4"
+
+
+def _small_info(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: info[k] for k in INFO_KEYS if k in info}
+
+
+def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, egl_device: int | None) -> None:
+    """Body of one env worker process: build envs lazily, run episodes on the parent's commands.
+
+    Commands: ``("reset", episode)`` -> ``("obs", obs, info, names, done, video)``;
+    ``("step", action)`` -> ``("obs", obs, reward, terminated, truncated, info, video)``;
+    ``("close",)``. Any exception -> ``("error", message)`` and the env is dropped.
+    """
+    if egl_device is not None:
+        os.environ["MUJOCO_EGL_DEVICE_ID"] = str(egl_device)
+    from omegaconf import OmegaConf
+
+    from vla_gym.rollout import make_env
+    from vla_gym.video import compose_frame, write_video
+
+    cfg = OmegaConf.create(cfg_container)
+    cameras = tuple(inputs.cameras)
+    video_size = int(cfg.video.size)
+    env, env_task = None, None
+    ep: dict[str, Any] = {}
+    frames: list[np.ndarray] = []
+    obs: dict[str, Any] = {}
+    steps = 0
+
+    def snapshot(status: str) -> None:
+        if ep.get("record_video"):
+            panels = [obs["images"][c] for c in cameras] + [env.render()]
+            frames.append(compose_frame(panels, ep["instruction"], video_size, footer=status))
+
+    def finish(success: bool) -> str | None:
+        if not frames:
+            return None
+        rel = _video_rel(str(env.unwrapped.task_name), int(ep["episode_index"]), success)
+        write_video(Path(out_dir) / rel, frames, fps=int(cfg.video.fps))
+        frames.clear()
+        return rel
+
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        cmd = msg[0]
+        if cmd == "close":
+            break
+        try:
+            if cmd == "reset":
+                ep = dict(msg[1])
+                frames.clear()
+                if env is None or env_task != ep["task_index"]:
+                    conn.send(("building",))  # the parent's watchdog allows BUILD_TIMEOUT_S for this
+                    if env is not None:
+                        env.close()
+                        env = None
+                    env = make_env(cfg, ep["task_index"], inputs, record_video=bool(cfg.video.enabled),
+                                   scene_seed=ep["scene_seed"])
+                    env_task = ep["task_index"]
+                init_id = ep["init_state_id"]
+                options = {"init_state_id": init_id} if init_id is not None else None
+                obs, info = env.reset(seed=ep["seed"], options=options)
+                ep["instruction"] = obs["instruction"]
+                steps = 0
+                snapshot("t=0")
+                done = bool(info.get("is_success", False))
+                names = (str(env.unwrapped.suite_name), str(env.unwrapped.task_name))
+                video = finish(True) if done else None
+                conn.send(("obs", obs, _small_info(info), names, done, video))
+            elif cmd == "step":
+                obs, reward, terminated, truncated, info = env.step(msg[1])
+                steps += 1
+                success = bool(info.get("is_success", False))
+                snapshot(f"t={steps}" + (" SUCCESS" if success else ""))
+                video = finish(success) if (terminated or truncated) else None
+                conn.send(("obs", obs, float(reward), bool(terminated), bool(truncated), _small_info(info), video))
+            else:
+                raise ValueError(f"unknown worker command {cmd!r}")
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which records the episode's error
+            log.debug("worker episode failed:\n%s", traceback.format_exc())
+            frames.clear()
+            if env is not None:
+                try:
+                    env.close()
+                except Exception:  # noqa: BLE001 - a broken sim may fail to close too
+                    pass
+            env, env_task = None, None
+            try:
+                conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
+            except (OSError, EOFError):
+                break
+    if env is not None:
+        env.close()
+    conn.close()
+
+
+# ---------------------------------------------------------------------------- parent side
+@dataclass
+class EpisodeRun:
+    """An episode in flight in one slot, with what the parent measures of it."""
+
+    episode: Any
+    t0: float = field(default_factory=time.perf_counter)
+    instruction: str = ""
+    names: tuple[str, str] | None = None
+    steps: int = 0
+    sum_reward: float = 0.0
+    success: bool = False
+    init_state_id: int | None = None
+    latencies: list[float] = field(default_factory=list)
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)
+    video: str | None = None
+    trajectory: Any = None
+    last_action: tuple[np.ndarray, bool] | None = None
+
+    def result(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
+        return dict(
+            instruction=self.instruction, success=self.success, steps=self.steps, sum_reward=self.sum_reward,
+            latency_ms_mean=float(lat.mean()), latency_ms_p95=float(np.percentile(lat, 95)),
+            policy_queries=len(self.latencies), init_state_id=self.init_state_id,
+            policy_timing_ms={stage: float(np.mean(v)) for stage, v in self.stage_ms.items()},
+        )
+
+
+class _Worker:
+    def __init__(self, ctx, slot: int, cfg_container: dict, inputs: Any, out_dir: str,
+                 egl_device: int | None) -> None:
+        self.slot = slot
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=worker_main, args=(child, cfg_container, inputs, out_dir, egl_device),
+                                name=f"vla_gym-env-{slot}", daemon=True)
+        self.proc.start()
+        child.close()
+        self.pending: str | None = None  # "reset" | "step": a command awaiting its reply
+        self.since = time.monotonic()  # when the pending command was sent (or the worker last reported)
+        self.task: int | None = None  # the task of the env this worker holds (or is building)
+        self.building = True  # starting (spawn + imports) or building an env: the long watchdog limit applies
+
+    def send(self, *msg: Any) -> None:
+        self.conn.send(msg)
+        self.pending = msg[0]
+        self.since = time.monotonic()
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=10)
+        self.conn.close()
+
+    def close(self) -> None:
+        try:
+            if self.proc.is_alive() and self.pending is None:
+                self.conn.send(("close",))
+                self.proc.join(timeout=10)
+        except (OSError, EOFError):
+            pass
+        self.kill()
+
+
+Finished = Callable[..., None]
+"""``on_done(episode, result, error, video, (suite, task) or None, wall_s, trajectory)``."""
+
+
+class EnvPool:
+    """``num_envs`` env worker processes and the parent's episode scheduler.
+
+    Args:
+        cfg: The resolved rollout config (plain data; sent to each worker).
+        inputs: The policy's :class:`~vla_gym.policy.PolicyInputs` (the env is built to match).
+        out_dir: The run directory (workers write videos under it).
+        num_envs: Worker processes.
+        start_method: ``spawn`` or ``forkserver``.
+        timeout_s: Kill and replace a worker whose pending command got no reply for this long (None: never).
+        egl_devices: ``MUJOCO_EGL_DEVICE_ID`` of worker slot ``i`` is ``egl_devices[i % len]``.
+    """
+
+    def __init__(self, cfg: dict[str, Any], inputs: Any, out_dir: str | os.PathLike, num_envs: int, *,
+                 start_method: str = "spawn", timeout_s: float | None = None,
+                 egl_devices: list[int] | None = None) -> None:
+        if start_method not in START_METHODS:
+            raise ValueError(f"worker_start_method must be one of {START_METHODS} (never fork), got {start_method!r}")
+        self.ctx = mp.get_context(start_method)
+        self.cfg, self.inputs, self.out_dir = cfg, inputs, str(out_dir)
+        self.num_envs = int(num_envs)
+        self.timeout_s = timeout_s
+        self.egl_devices = list(egl_devices) if egl_devices else None
+        self.workers: list[_Worker | None] = [None] * self.num_envs
+        self.restarts = 0
+
+    def _start(self, slot: int) -> _Worker:
+        egl = self.egl_devices[slot % len(self.egl_devices)] if self.egl_devices else None
+        w = _Worker(self.ctx, slot, self.cfg, self.inputs, self.out_dir, egl)
+        self.workers[slot] = w
+        return w
+
+    def _replace(self, slot: int) -> None:
+        w = self.workers[slot]
+        if w is not None:
+            w.kill()
+        self.workers[slot] = None  # started again when it gets its next episode
+        self.restarts += 1
+
+    def close(self) -> None:
+        for w in self.workers:
+            if w is not None:
+                w.close()
+        self.workers = [None] * self.num_envs
+
+    def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- the episode loop
+    def run(self, episodes: list[Any], actor: Any, scene_seed: int, on_done: Finished, *,
+            trajectories: bool = False) -> None:
+        """Run ``episodes`` (:class:`~vla_gym.plan.PlannedEpisode`) through the pool, calling ``on_done`` for each.
+
+        With ``trajectories``, each episode's :class:`~vla_gym.trajectory.Trajectory` is filled here,
+        from the observations received and the actions sent.
+        """
+        from vla_gym.trajectory import Trajectory
+
+        queue = deque(episodes)
+        runs: dict[int, EpisodeRun] = {}
+        need: dict[int, dict[str, Any]] = {}  # slot -> observation awaiting a chunk
+
+        def done(slot: int, error: str | None = None) -> None:
+            run = runs.pop(slot)
+            need.pop(slot, None)
+            # an errored episode is recorded as the in-process runner records it: no partial measurements
+            res = run.result() if error is None else {"instruction": run.instruction}
+            on_done(run.episode, res, error, run.video if error is None else None, run.names,
+                    time.perf_counter() - run.t0, run.trajectory)
+
+        def act(slots_obs: dict[int, dict[str, Any]]) -> None:
+            try:
+                actions = actor.step(slots_obs)
+            except Exception as e:  # noqa: BLE001 - a failing policy call fails the episodes it served
+                log.error("policy call for envs %s failed:\n%s", list(slots_obs), traceback.format_exc())
+                for slot in list(slots_obs):
+                    done(slot, f"{type(e).__name__}: {e}")
+                return
+            call = actor.last_call
+            for slot, action in actions.items():
+                runs[slot].last_action = (action, call is not None and slot in call["env_ids"])
+                if call is not None and slot in call["env_ids"]:
+                    runs[slot].latencies.append(call["wall_ms"])
+                    for stage, ms in call["info"].get("timing_ms", {}).items():
+                        runs[slot].stage_ms.setdefault(str(stage), []).append(float(ms))
+                try:
+                    self.workers[slot].send("step", action)
+                except (OSError, EOFError, BrokenPipeError):
+                    self._died(slot, runs, done)
+
+        while True:
+            for slot in range(self.num_envs):  # idle slots take the next episode at once
+                if slot in runs or not queue:
+                    continue
+                ep = self._next_episode(slot, queue)
+                w = self.workers[slot] or self._start(slot)
+                w.task = ep.task_index
+                runs[slot] = EpisodeRun(ep, trajectory=Trajectory() if trajectories else None)
+                actor.reset(env_ids=[slot], seeds=[ep.seed])
+                try:
+                    w.send("reset", {"task_index": ep.task_index, "episode_index": ep.episode_index, "seed": ep.seed,
+                                     "init_state_id": ep.init_state_id, "record_video": ep.record_video,
+                                     "scene_seed": scene_seed})
+                except (OSError, EOFError, BrokenPipeError):
+                    self._died(slot, runs, done)
+            if not runs:
+                return
+            stepping = [s for s in runs if self.workers[s] is not None and self.workers[s].pending == "step"]
+            if need and not stepping:  # everyone mid-step has replied: one policy call for all who need a chunk
+                batch = dict(need)
+                need.clear()
+                act(batch)
+                continue
+            waiting = {self.workers[s].conn: s for s in runs if self.workers[s] is not None and self.workers[s].pending}
+            if not waiting:
+                continue
+            ready = wait(list(waiting), timeout=self._wait_timeout())
+            for conn in ready:
+                slot = waiting[conn]
+                w = self.workers[slot]
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    self._died(slot, runs, done)
+                    continue
+                if msg[0] == "building":  # progress notice, not a reply
+                    w.building, w.since = True, time.monotonic()
+                    continue
+                w.pending, w.building = None, False
+                run = runs[slot]
+                if msg[0] == "error":
+                    log.error("episode %d of task %d failed in env worker %d:\n%s", run.episode.episode_index,
+                              run.episode.task_index, slot, msg[2])
+                    done(slot, msg[1])
+                    continue
+                if len(msg) == 6:  # reply to reset
+                    _, obs, info, run.names, finished, run.video = msg
+                    run.instruction = obs["instruction"]
+                    if run.trajectory is not None:
+                        run.trajectory.observe(obs)
+                else:
+                    _, obs, reward, terminated, truncated, info, run.video = msg
+                    run.steps += 1
+                    run.sum_reward += reward
+                    finished = terminated or truncated
+                    if run.trajectory is not None:
+                        action, queried = run.last_action
+                        run.trajectory.step(action, queried, reward, bool(info.get("is_success", False)), obs)
+                run.success = bool(info.get("is_success", False))
+                run.init_state_id = info.get("init_state_id", run.episode.init_state_id)
+                if finished:
+                    done(slot)
+                elif actor.executors[slot].needs_chunk:
+                    need[slot] = obs
+                else:
+                    act({slot: obs})  # queued action: no policy call, no waiting
+            self._watchdog(runs, done)
+
+    def _next_episode(self, slot: int, queue: deque) -> Any:
+        """The queued episode for ``slot``: one of the task its env already has, else of a task no
+        other worker has (each task's env is built by as few workers as possible), else the first.
+        Only the order changes, never an episode's outcome."""
+        w = self.workers[slot]
+        mine = w.task if w is not None else None
+        others = {o.task for o in self.workers if o is not None and o is not w}
+        pick = next((e for e in queue if e.task_index == mine), None)
+        if pick is None:
+            pick = next((e for e in queue if e.task_index not in others), queue[0])
+        queue.remove(pick)
+        return pick
+
+    def _wait_timeout(self) -> float | None:
+        return None if self.timeout_s is None else max(0.05, min(1.0, self.timeout_s / 4))
+
+    def _died(self, slot: int, runs: dict[int, EpisodeRun], done: Callable[..., None]) -> None:
+        w = self.workers[slot]
+        w.proc.join(timeout=5)
+        code = w.proc.exitcode
+        log.error("env worker %d died (exit code %s); restarting it", slot, code)
+        self._replace(slot)
+        if slot in runs:
+            done(slot, f"WorkerDied: env worker process exited with code {code} during the episode")
+
+    def _watchdog(self, runs: dict[int, EpisodeRun], done: Callable[..., None]) -> None:
+        if self.timeout_s is None:
+            return
+        now = time.monotonic()
+        for slot in list(runs):
+            w = self.workers[slot]
+            limit = max(self.timeout_s, BUILD_TIMEOUT_S) if w is not None and w.building else self.timeout_s
+            if w is not None and w.pending and now - w.since > limit:
+                log.error("env worker %d made no progress for %.1f s (%s); killing it", slot, now - w.since, w.pending)
+                what = "start/env build" if w.building else w.pending
+                self._replace(slot)
+                done(slot, f"WorkerStalled: no reply to {what} for {limit:g} s (worker_timeout_s); "
+                           "worker killed and replaced")
