@@ -239,7 +239,7 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None, policy: Policy |
 def _flat_options(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in options.items():
-        if isinstance(v, dict) and k not in ("policy",):
+        if isinstance(v, dict):
             out.update(_flat_options(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -266,7 +266,9 @@ def compose_config(env: str = "libero_spatial", policy: str | None = None, overr
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose("rollout", overrides=[*groups, *overrides])
     for key, value in _flat_options(options).items():
-        if not _has_key(cfg, key) and not key.startswith("policy."):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        # policy configs and kwargs dicts are open (any key); everything else must exist in the schema
+        if not _has_key(cfg, key) and not (key.startswith("policy.") or parent.endswith("kwargs")):
             raise ConfigError(f"evaluate(): unknown config key {key!r}")
         OmegaConf.update(cfg, key, value, merge=False)
     return cfg
