@@ -1,4 +1,5 @@
-"""Every conf/perturbation YAML composes and instantiates; strength interpolation; sweep; CLI run."""
+"""LIBERO-PRO configs pick the perturbed suite; sweep; CLI run. (Every conf/perturbation YAML composing,
+building through the runner and following perturbation.strength: tests/test_configs_compose.py.)"""
 
 from __future__ import annotations
 
@@ -6,15 +7,12 @@ import json
 import subprocess
 from pathlib import Path
 
-import gymnasium as gym
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import PYTHON
-from tests.perturbations.conftest import make_lift
 from vla_gym.config import register_configs
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -28,30 +26,6 @@ def _compose(overrides: list[str]):
         cfg = compose("rollout", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # as under @hydra.main: ${hydra:...} resolves
     return cfg
-
-
-@pytest.fixture(scope="module")
-def lift_env():
-    env = make_lift(cameras=("agentview",), image_size=32)
-    yield env
-    env.close()
-
-
-@pytest.mark.parametrize("name", sorted(set(NAMES) - LIBERO_ONLY))
-def test_perturbation_config_composes_and_instantiates(name, lift_env):
-    cfg = _compose([f"perturbation={name}", "env=robosuite_lift", "perturbation.strength=0.75"])
-    assert cfg.perturbation.name == name
-    env: gym.Env = lift_env
-    wrappers = []
-    for wrapper_cfg in cfg.perturbation.wrappers:
-        env = instantiate(wrapper_cfg, env=env)
-        wrappers.append(env)
-    assert wrappers or name == "none"
-    for w in wrappers:
-        assert w.strength == 0.75  # ${perturbation.strength} followed the override
-    obs, _ = env.reset(seed=0)
-    assert obs["images"]["agentview"].shape == (32, 32, 3)
-    assert OmegaConf.to_container(cfg.perturbation.env_kwargs, resolve=True) == {}
 
 
 @pytest.mark.parametrize("name", sorted(LIBERO_ONLY))

@@ -1,15 +1,49 @@
-"""Strength 0 is exactly no perturbation, for every wrapper (pixels, state, poses, instruction)."""
+"""Strength 0 is exactly no perturbation, for every wrapper (pixels, state, poses, instruction).
+
+The wrappers are those ``vla_gym.perturbations`` exports (``__all__``), so a new one is covered
+once exported; a public wrapper class of the package that is not exported fails the test below.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+
+import gymnasium as gym
 import pytest
 
 from tests.perturbations.conftest import assert_same, make_lift, rollout
 from vla_gym import perturbations as P
 
-ALL = [P.CameraPerturbation, P.LightingPerturbation, P.BackgroundPerturbation, P.LayoutPerturbation,
-       P.RobotInitPerturbation, P.DynamicsPerturbation, P.GaussianPixelNoise, P.MotionBlur, P.JpegCompression,
-       P.LanguagePerturbation, P.ActionNoise, P.ActionDelay, P.ObservationDelay, P.ControlRate]
+NOT_CONSTRUCTIBLE_WITH_STRENGTH_ONLY: dict[str, str] = {}
+"""Exported wrappers that ``cls(env, strength=0.0)`` cannot build, each with the reason (none today)."""
+
+EXPORTED = [getattr(P, name) for name in P.__all__]
+ALL = [cls for cls in EXPORTED if cls.__name__ not in NOT_CONSTRUCTIBLE_WITH_STRENGTH_ONLY]
+
+
+def _wrapper_classes_defined_in_the_package() -> set[type]:
+    """Public wrapper classes of the public modules (``_common`` / ``_images`` hold shared bases)."""
+    found = set()
+    for mod in pkgutil.iter_modules(P.__path__, P.__name__ + "."):
+        if mod.name.rsplit(".", 1)[-1].startswith("_"):
+            continue
+        module = importlib.import_module(mod.name)
+        for name, obj in vars(module).items():
+            if (inspect.isclass(obj) and issubclass(obj, gym.Wrapper) and obj.__module__ == module.__name__
+                    and not name.startswith("_")):
+                found.add(obj)
+    return found
+
+
+def test_every_public_wrapper_is_exported_and_every_export_is_a_wrapper():
+    assert all(inspect.isclass(c) and issubclass(c, gym.Wrapper) for c in EXPORTED), P.__all__
+    defined = _wrapper_classes_defined_in_the_package()
+    assert set(EXPORTED) <= defined  # the discovery sees the exported ones
+    unexported = sorted(c.__name__ for c in defined - set(EXPORTED))
+    assert not unexported, f"add {unexported} to vla_gym.perturbations.__all__ (or make them private)"
+    assert set(NOT_CONSTRUCTIBLE_WITH_STRENGTH_ONLY) <= set(P.__all__)
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
