@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from vla_gym.policies.openvla.make_tiny import make_all_in_subprocess
+from vla_gym.policies.tiny_checkpoints import make_all_in_subprocess
 from vla_gym.policies.testing import observation_batch
 
 
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     policies = ["openvla", "openvla_oft"] if args.policy == "both" else [args.policy]
     sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    scratch = tempfile.TemporaryDirectory(prefix="vla_gym_tiny_")  # removed at exit
     tiny = None
     results: dict[str, dict[int, dict[str, float]]] = {}
     loaded = {}
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = args.checkpoint
         if ckpt is None:
             if tiny is None:
-                tiny = make_all_in_subprocess()
+                tiny = make_all_in_subprocess(Path(scratch.name))
             ckpt = tiny["openvla" if policy == "openvla" else "openvla-oft"]
         pol = loaded[policy] = load(policy, ckpt, args.quantization)
         results[policy] = {b: measure(pol, b, args.repeats) for b in sizes}

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from vla_gym.policies.openvla.make_tiny import make_all_in_subprocess
+from vla_gym.policies.tiny_checkpoints import make_all_in_subprocess
 from vla_gym.policies.testing import observation_batch
 from vla_gym.policy import act_one
 
@@ -102,8 +103,9 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(0)
     ckpt = args.checkpoint
+    scratch = tempfile.TemporaryDirectory(prefix="vla_gym_tiny_")  # removed at exit
     if ckpt is None:
-        dirs = make_all_in_subprocess()
+        dirs = make_all_in_subprocess(Path(scratch.name))
         ckpt = dirs["openvla" if args.policy == "openvla" else "openvla-oft"]
     settings = ["bf16"] + [s for s in args.settings.split(",") if s and s != "bf16"]
     obs = observation_batch(args.obs, 256, wrist=args.policy == "openvla_oft")

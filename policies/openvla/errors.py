@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
+from vla_gym.policies.toolkit.errors import CheckpointError
 
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing a file, has a corrupted file or an unexpected layout.
-
-    The message names the file and says how to fix it (re-download, point at another dir).
-    """
+__all__ = ["CheckpointError", "UnnormKeyError"]
 
 
 class UnnormKeyError(KeyError):

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from vla_gym.policies.openvla.config import OpenVLAConfig
 from vla_gym.policies.openvla.errors import CheckpointError
+from vla_gym.policies.toolkit.safe_load import load_safetensors
 
 PRISMATIC_CKPT = Path("checkpoints") / "latest-checkpoint.pt"
 PROJECTOR_KEYS = {
@@ -71,20 +72,6 @@ def load_config(path: Path) -> OpenVLAConfig:
     return OpenVLAConfig.from_dict(raw, source=str(path / "config.json"))
 
 
-def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not file.is_file():
-        raise CheckpointError(f"weight shard {file} is missing; re-download the checkpoint")
-    try:
-        return load_file(str(file), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"weight file {file} is corrupted or truncated ({exc}); re-download it"
-        ) from exc
-
-
 def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of an HF-format checkpoint (sharded with an index, or one file)."""
     index = path / "model.safetensors.index.json"
@@ -94,7 +81,7 @@ def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{index} has no `weight_map`; re-download it")
         state: dict[str, torch.Tensor] = {}
         for shard in sorted(set(weight_map.values())):
-            state.update(_load_safetensors(path / shard))
+            state.update(load_safetensors(path / shard))
         missing = sorted(set(weight_map) - set(state))
         if missing:
             raise CheckpointError(
@@ -103,7 +90,7 @@ def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return state
     single = path / "model.safetensors"
     if single.is_file():
-        return _load_safetensors(single)
+        return load_safetensors(single)
     bins = sorted(p.name for p in path.glob("*.bin"))
     hint = f" (found {bins}: pickled .bin weights are refused; convert them to safetensors)" if bins else ""
     raise CheckpointError(f"no model.safetensors.index.json or model.safetensors in {path}{hint}")

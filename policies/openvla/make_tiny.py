@@ -1,6 +1,7 @@
-"""Write tiny, randomly initialised checkpoints in the exact layout of the real releases.
+"""Write tiny, randomly initialised OpenVLA checkpoints in the exact layout of the real releases.
 
-``python -m vla_gym.policies.openvla.make_tiny OUTDIR`` writes (in a few seconds)::
+The writers here and in :mod:`vla_gym.policies.openvla_oft.make_tiny` are combined by
+``python -m vla_gym.policies.tiny_checkpoints OUTDIR``, which writes (in a few seconds)::
 
     OUTDIR/openvla/            HF release layout of openvla/openvla-7b (+ fine-tunes)
     OUTDIR/openvla-prismatic/  Prismatic training run (checkpoints/latest-checkpoint.pt)
@@ -18,7 +19,6 @@ that sentencepiece file is not read by vla_gym). One extra config key,
 
 from __future__ import annotations
 
-import argparse
 import json
 import string
 from pathlib import Path
@@ -322,50 +322,3 @@ def write_prismatic_run(out: Path, state: dict[str, torch.Tensor], stats: dict[s
     )
     (out / "dataset_statistics.json").write_text(json.dumps(stats, indent=2))
     torch.save({"model": to_prismatic(state)}, out / "checkpoints" / "latest-checkpoint.pt")
-
-
-def make_all(outdir: Path, seed: int = 0) -> dict[str, Path]:
-    """Write every tiny checkpoint under ``outdir``; returns their paths by name."""
-    from vla_gym.policies.openvla_oft.make_tiny import write_film_checkpoint, write_oft_checkpoint
-
-    outdir = Path(outdir)
-    stats = norm_stats("libero_spatial_no_noops", with_proprio=False)
-    state = write_hf_checkpoint(outdir / "openvla", stats, seed)
-    write_prismatic_run(outdir / "openvla-prismatic", state, stats)
-    write_oft_checkpoint(outdir / "openvla-oft", base_state=state, seed=seed + 1)
-    write_film_checkpoint(outdir / "openvla-oft-film", outdir / "openvla-oft", base_state=state, seed=seed + 2)
-    return {
-        "openvla": outdir / "openvla",
-        "openvla-prismatic": outdir / "openvla-prismatic",
-        "openvla-oft": outdir / "openvla-oft",
-        "openvla-oft-film": outdir / "openvla-oft-film",
-    }
-
-
-def make_all_in_subprocess() -> dict[str, Path]:
-    """Write the tiny checkpoints from a child process into a temp dir.
-
-    For benchmarks: building the models in the measuring process slows its later torch calls.
-    """
-    import subprocess
-    import sys
-    import tempfile
-
-    out = Path(tempfile.mkdtemp(prefix="vla_gym_tiny_"))
-    subprocess.run([sys.executable, "-m", "vla_gym.policies.openvla.make_tiny", str(out)], check=True,
-                   capture_output=True)
-    return {"openvla": out / "openvla", "openvla-oft": out / "openvla-oft"}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m vla_gym.policies.openvla.make_tiny OUTDIR [--seed N]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("outdir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    for name, path in make_all(args.outdir, args.seed).items():
-        print(f"{name}: {path}")
-
-
-if __name__ == "__main__":
-    main()

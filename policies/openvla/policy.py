@@ -36,6 +36,7 @@ from vla_gym.policies.openvla.loader import (
 )
 from vla_gym.policies.openvla.modeling import OpenVLAModel, generated_lengths
 from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
+from vla_gym.policies.toolkit.device import select_device
 
 from vla_gym.policy import (
     ActionChunk,
@@ -80,16 +81,6 @@ class GreedyDecode:
     token_ids: np.ndarray  # (n,) int64: the generated ids, n = action_dim unless EOS came first
     logits: np.ndarray  # (n, padded vocab) float32: row i is the step whose argmax is token_ids[i]
     action: np.ndarray  # (1, action_dim) float32: the env action act() returns for these tokens
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available; use device=cpu or auto")
-    return dev
 
 
 def load_openvla_model(
@@ -341,7 +332,7 @@ class OpenVLAPolicy(OpenVLAFamilyPolicy):
                 "would ignore its action head and proprio projector and decode tokens it was not trained "
                 "to emit. Load it with policy=openvla_oft."
             )
-        dev = resolve_device(device)
+        dev = select_device(device)
         model, cfg, hf_dir = load_openvla_model(checkpoint, base_checkpoint)
         tokenizer = PromptTokenizer.from_dir(hf_dir)
         pixels = PixelTransform.from_dir(hf_dir, n_towers=len(cfg.timm_model_ids))

@@ -34,10 +34,9 @@ import torch
 from torch import nn
 from vla_gym.policies.openvla.errors import CheckpointError
 from vla_gym.policies.openvla.modeling import PrismaticVisionBackbone
+from vla_gym.policies.toolkit.lora import merge_lora_state
+from vla_gym.policies.toolkit.safe_load import load_torch_state_dict
 
-LORA_A = ".lora_A.default.weight"
-LORA_B = ".lora_B.default.weight"
-BASE = ".base_layer."
 
 
 class FiLMedVisionTransformerBlock(nn.Module):
@@ -141,41 +140,12 @@ class FiLMedPrismaticVisionBackbone(nn.Module):
         return torch.cat(out, dim=1)
 
 
-def merge_peft_lora(state: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
-    """Fold unmerged peft LoRA entries (``base_layer`` + ``lora_A/B.default``) into plain weights.
+def oft_vision_lora_scaling(r: int) -> float:
+    """OFT's FiLM vision LoRA: ``alpha = min(r, 16)`` as the OFT eval/finetune scripts fix it in code.
 
-    The rank ``r`` is read from ``lora_A`` and ``alpha = min(r, 16)`` as in the OFT eval/finetune
-    scripts (any other rank would fail the reference's strict load). Works for Linear and Conv2d
-    LoRA layers (peft's conv ``lora_B`` is 1x1).
+    The checkpoint holds no adapter config, and any other alpha would fail the reference's strict load.
     """
-    out: dict[str, torch.Tensor] = {}
-    layers = {k[: -len(LORA_A)] for k in state if k.endswith(LORA_A)}
-    for key, value in state.items():
-        if key.endswith((LORA_A, LORA_B)):
-            continue
-        if BASE in key:
-            layer, _, leaf = key.partition(BASE)
-            if layer not in layers:
-                raise CheckpointError(f"{source}: {key} has no matching {layer}{LORA_A}")
-            out[f"{layer}.{leaf}"] = value
-        else:
-            out[key] = value
-    for layer in sorted(layers):
-        try:
-            a = state[layer + LORA_A].float()
-            b = state[layer + LORA_B].float()
-            base = state[f"{layer}{BASE}weight"]
-        except KeyError as exc:
-            raise CheckpointError(f"{source}: incomplete LoRA entries for {layer} (missing {exc})") from exc
-        r = a.shape[0]
-        scaling = min(r, 16) / r
-        delta = torch.einsum("or,r...->o...", b.reshape(b.shape[0], r), a) * scaling
-        if delta.shape != base.shape:
-            raise CheckpointError(
-                f"{source}: LoRA of {layer} has delta shape {tuple(delta.shape)} vs weight {tuple(base.shape)}"
-            )
-        out[f"{layer}.weight"] = (base.float() + delta).to(base.dtype)
-    return out
+    return min(r, 16) / r
 
 
 def load_film_backbone(backbone: FiLMedPrismaticVisionBackbone, file: Path, dtype: torch.dtype) -> None:
@@ -184,9 +154,8 @@ def load_film_backbone(backbone: FiLMedPrismaticVisionBackbone, file: Path, dtyp
     Tensors are assigned (``assign=True``) in ``dtype`` (the reference casts the FiLMed backbone to
     bf16), so FiLM layers built on ``meta`` need no initialisation.
     """
-    from vla_gym.policies.openvla_oft.policy import load_component
 
-    state = merge_peft_lora(load_component(file), file)
+    state = merge_lora_state(load_torch_state_dict(file), oft_vision_lora_scaling, str(file))
     expected = backbone.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -208,5 +177,5 @@ __all__ = [
     "FiLMedVisionTransformerBlock",
     "film_penultimate_patches",
     "load_film_backbone",
-    "merge_peft_lora",
+    "oft_vision_lora_scaling",
 ]

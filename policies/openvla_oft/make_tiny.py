@@ -14,7 +14,7 @@ the ``state_dict()`` of the FiLMed, PEFT-wrapped vision backbone as ``finetune.p
 (``vla.module.vision_backbone``: no ``module.`` prefix; unmerged ``base_layer``/``lora_A``/``lora_B``
 entries, LoRA rank 32 so ``alpha = min(r, 16)`` scales by 0.5; FiLM ``scale``/``shift`` in float32).
 
-Written by :func:`vla_gym.policies.openvla.make_tiny.make_all`.
+Written by :func:`vla_gym.policies.tiny_checkpoints.make_all`.
 """
 
 from __future__ import annotations

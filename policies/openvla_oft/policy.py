@@ -41,11 +41,12 @@ from vla_gym.policies.openvla.policy import (
     OpenVLAFamilyPolicy,
     load_openvla_model,
     oft_component_files,
-    resolve_device,
 )
 from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
 from vla_gym.policies.openvla_oft.film import FiLMedPrismaticVisionBackbone, load_film_backbone
 from vla_gym.policies.openvla_oft.heads import L1RegressionActionHead, ProprioProjector
+from vla_gym.policies.toolkit.device import select_device
+from vla_gym.policies.toolkit.safe_load import load_torch_state_dict
 
 from vla_gym.policy import ChunkExecution, Observation, PolicyInputs
 
@@ -64,20 +65,6 @@ def find_component(checkpoint: Path, pattern: str) -> Path:
             f"{[p.name for p in found]}; remove extra steps or copy the one from the release"
         )
     return found[0]
-
-
-def load_component(file: Path) -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` of a state dict, stripping DDP's ``module.`` prefix."""
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{file} could not be loaded with torch.load(weights_only=True) ({type(exc).__name__}: {exc}); "
-            "it is corrupted or holds non-tensor objects. Re-download it."
-        ) from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{file}: expected a state dict of tensors")
-    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -292,7 +279,7 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
         head_file = find_component(path, "action_head")
         proj_file = find_component(path, "proprio_projector")
         film = resolve_use_film(path, use_film)
-        dev = resolve_device(device)
+        dev = select_device(device)
         vla, cfg, hf_dir = load_openvla_model(path)
         if lora_adapter is not None:
             vla = merge_lora(vla, Path(lora_adapter).expanduser())
@@ -301,7 +288,7 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
             load_film_backbone(backbone, find_component(path, "vision_backbone"), vla.compute_dtype)
             vla.vision_backbone = backbone
         head = L1RegressionActionHead(cfg.llm_dim, action_dim=7, num_actions_chunk=num_actions_chunk)
-        head_state = load_component(head_file)
+        head_state = load_torch_state_dict(head_file)
         if "model.fc2.weight" in head_state:
             head = L1RegressionActionHead(
                 cfg.llm_dim,
@@ -309,7 +296,7 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
                 num_actions_chunk=num_actions_chunk,
             )
         load_strict(head, head_state, head_file)
-        proj_state = load_component(proj_file)
+        proj_state = load_torch_state_dict(proj_file)
         proprio_dim = int(proj_state["fc1.weight"].shape[1]) if "fc1.weight" in proj_state else 8
         proj = ProprioProjector(cfg.llm_dim, proprio_dim)
         load_strict(proj, proj_state, proj_file)
@@ -362,7 +349,6 @@ __all__ = [
     "OFTModel",
     "OpenVLAOFTPolicy",
     "find_component",
-    "load_component",
     "merge_lora",
     "resolve_use_film",
 ]

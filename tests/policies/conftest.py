@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``openvla``, ``openvla-prismatic`` and ``openvla-oft`` tiny checkpoints (read-only use)."""
-    from vla_gym.policies.openvla.make_tiny import make_all
+    from vla_gym.policies.tiny_checkpoints import make_all
 
     return make_all(tmp_path_factory.mktemp("tiny_ckpts"))
 

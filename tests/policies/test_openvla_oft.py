@@ -16,7 +16,8 @@ from vla_gym.policies.openvla.config import OpenVLAConfig
 from vla_gym.policies.openvla.modeling import PrismaticVisionBackbone
 from vla_gym.policies.openvla_oft.film import FiLMedPrismaticVisionBackbone, load_film_backbone
 from vla_gym.policies.openvla_oft.make_tiny import FILM_LORA_RANK
-from vla_gym.policies.openvla_oft.policy import load_component, merge_lora
+from vla_gym.policies.openvla_oft.policy import merge_lora
+from vla_gym.policies.toolkit.safe_load import load_torch_state_dict as load_component
 
 from vla_gym.policies.testing import observation, observation_batch
 from vla_gym.policy import ChunkExecution, act_one
