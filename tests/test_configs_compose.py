@@ -125,10 +125,7 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("torch")
     pytest.importorskip("timm")
     pytest.importorskip("transformers")
-    try:
-        from vla_gym.policies.tiny_checkpoints import make_all
-    except ImportError:  # before the tiny-checkpoint writers moved to the shared module
-        from vla_gym.policies.openvla.make_tiny import make_all
+    from vla_gym.policies.tiny_checkpoints import make_all
 
     return make_all(tmp_path_factory.mktemp("tiny_ckpts"))
 

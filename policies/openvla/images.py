@@ -349,11 +349,11 @@ def _kernels():
         zero, one = np.float32(0.0), np.float32(1.0)
         horiz = np.empty((n, h, c), np.float32)  # (x_out, y_src, c)
         for xo in range(n):
-            l, r, f = lo[xo], hi[xo], frac[xo]
+            left, right, f = lo[xo], hi[xo], frac[xo]
             for y in range(h):
                 for ch in range(c):
-                    a = np.float32(img_t[l, y, ch]) * unit
-                    b = np.float32(img_t[r, y, ch]) * unit
+                    a = np.float32(img_t[left, y, ch]) * unit
+                    b = np.float32(img_t[right, y, ch]) * unit
                     horiz[xo, y, ch] = (b - a) * f + a
         out = np.empty((n, n, c), np.uint8)
         for yo in range(n):

@@ -37,6 +37,7 @@ from vla_gym.policies.openvla.loader import (
 from vla_gym.policies.openvla.modeling import OpenVLAModel, generated_lengths
 from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
 from vla_gym.policies.toolkit.device import select_device
+from vla_gym.policies.toolkit.norm_stats import NormKind, NormStats
 
 from vla_gym.policy import (
     ActionChunk,
@@ -127,6 +128,8 @@ class OpenVLAFamilyPolicy(Policy):
     """
 
     name = ""
+    action_unnorm_eps = 0.0
+    """Added to ``q99 - q01`` when un-normalising actions (OpenVLA 0; OFT's reference adds 1e-8)."""
     reference_scene_seed = 0  # their LIBERO evals call env.seed(0) once per task
     loads_weights = True
 
@@ -140,8 +143,12 @@ class OpenVLAFamilyPolicy(Policy):
         self.tokenizer = tokenizer
         self.pixels = pixels
         self.unnorm_key = decoding.resolve_unnorm_key(cfg.norm_stats, unnorm_key)
-        self.stats = decoding.action_stats(cfg.norm_stats, self.unnorm_key)
-        self.action_dim = int(self.stats["q01"].shape[0])
+        # the family's action normalisation is quantile bounds; NormStats refuses other kinds
+        self.action_norm = NormStats.from_mapping(
+            NormKind.BOUNDS_Q01_Q99, decoding.action_stats(cfg.norm_stats, self.unnorm_key),
+            eps=self.action_unnorm_eps, source=f"norm_stats[{self.unnorm_key!r}].action",
+        ).expect(NormKind.BOUNDS_Q01_Q99, self.name or type(self).__name__)
+        self.action_dim = self.action_norm.dim
         self.center_crop = center_crop
         self.gripper = gripper
         self.quantization_name = quantization_name
@@ -210,9 +217,9 @@ class OpenVLAFamilyPolicy(Policy):
             ) from exc
         return images.reference_image(np.asarray(frame), MODEL_IMAGE_SIZE, center_crop=self.center_crop)
 
-    def to_env_actions(self, normalized: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    def to_env_actions(self, normalized: np.ndarray) -> np.ndarray:
         """Normalised actions in [-1, 1] -> env actions (q01/q99 + mask, LIBERO gripper)."""
-        actions = decoding.unnormalize(normalized.astype(np.float64), self.stats, eps=eps)
+        actions = self.action_norm.unnormalize(normalized)
         if self.gripper == "libero":
             actions = decoding.libero_gripper(actions)
         return actions.astype(np.float32)

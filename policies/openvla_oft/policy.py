@@ -198,6 +198,7 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
     """OpenVLA-OFT LIBERO policy: (8, 7) chunk per call from agentview + wrist + 8-D proprio."""
 
     name = "openvla_oft"
+    action_unnorm_eps = 1e-8
     execution = ChunkExecution(mode="open_loop", replan_steps=8)  # the whole (8, 7) chunk, open loop
     quantization_skip = ("lm_head", "action_head", "proprio_projector", "scale", "shift")  # scale/shift: FiLM
 
@@ -338,7 +339,7 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
 
     def postprocess(self, raw: np.ndarray) -> np.ndarray:
         """(B, chunk, action_dim) in [-1, 1] -> env actions (OFT un-normalisation, LIBERO gripper)."""
-        return self.to_env_actions(raw, eps=1e-8)
+        return self.to_env_actions(raw)
 
     @property
     def chunk_size(self) -> int:
