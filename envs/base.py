@@ -24,7 +24,6 @@ from gymnasium import spaces
 from vla_gym.envs import contract
 from vla_gym.envs.camera_gate import CameraSensorGate, frames_are_bottom_up, image_key
 
-POSE_DIM = 7  # position (3) + quaternion xyzw (4)
 JOINT_LIMIT_MARGIN = 0.1
 """rad (m for fingers) added to joint limits in the observation space: MuJoCo limits are soft."""
 EEF_REACH_BOUND_M = 1.5
