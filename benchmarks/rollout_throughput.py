@@ -27,16 +27,16 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 import vla_gym  # noqa: E402
 
 CASES = {
-    "(a) scripted, no cameras": ("scripted", {}),
-    "(b) random, agentview+wrist @256": ("random", {"policy": {"cameras": ["agentview", "wrist"], "image_size": 256}}),
+    "(a) scripted, no cameras": ("scripted", ()),
+    "(b) random, agentview+wrist @256": ("random", ("policy.cameras=[agentview,wrist]", "policy.image_size=256")),
 }
 
 
-def timed_run(policy: str, options: dict, args: argparse.Namespace, num_envs: int, out: Path) -> tuple[float, dict]:
+def timed_run(policy: str, overrides: tuple, args: argparse.Namespace, num_envs: int, out: Path) -> tuple[float, dict]:
     t0 = time.perf_counter()
     res = vla_gym.evaluate(policy, env="libero_spatial", tasks=[int(t) for t in args.tasks.split(",")],
                            episodes=args.episodes, output_dir=out, max_steps=args.max_steps,
-                           video={"enabled": False}, num_envs=num_envs, **options)
+                           video={"enabled": False}, num_envs=num_envs, overrides=overrides)
     return time.perf_counter() - t0, res
 
 

@@ -10,6 +10,11 @@ episode in ``episodes.jsonl``, rewrite ``results.json`` atomically and write its
 Re-running into the same output directory resumes: finished episodes are skipped, errored ones
 are retried (``retry_errors``). A crash inside one episode (e.g. MuJoCo instability) is recorded
 as that episode's ``error`` and the run goes on with a fresh env.
+
+``num_envs=1`` runs the episodes here, one after another; ``num_envs > 1`` runs them in env
+worker processes (:mod:`vla_gym.parallel`) with one batched policy call per step, to the same
+records. ``shard=i/n`` runs one shard of the plan. :func:`evaluate` is the in-process entry
+point (the CLI is a thin Hydra layer over :func:`run`, as is it).
 """
 
 from __future__ import annotations
