@@ -115,11 +115,20 @@ def test_evaluate_from_python_and_shards_that_merge_into_the_unsharded_run(tmp_p
     # overlapping shards are refused
     assert merge_main([str(tmp_path / "s0"), str(tmp_path / "full"), "--out", str(tmp_path / "bad")]) == 2
 
-    # a policy object (not a config name), on two env workers; the caller keeps it open
-    policy = RandomPolicy(seed=0)
+    # a policy object (not a config name), on two env workers: one act call serves both envs
+    class Recording(RandomPolicy):
+        def act(self, observations, env_ids=None):
+            self.calls.append(list(env_ids))
+            return super().act(observations, env_ids)
+
+    policy = Recording(seed=0)
+    policy.calls = []
     res = vla_gym.evaluate(policy, env="robosuite_lift", episodes=2, output_dir=tmp_path / "obj", num_envs=2,
                            max_steps=4, video={"enabled": False})
     assert res["overall"]["episodes"] == 2 and res["overall"]["errors"] == 0 and res["meta"]["num_envs"] == 2
+    assert sum(map(len, policy.calls)) == 8  # one chunk per env step (chunk_size 1), 2 x 4 steps
+    assert [0, 1] in policy.calls or [1, 0] in policy.calls  # batched across the workers
+    assert all(len(c) == len(set(c)) for c in policy.calls)
     from vla_gym.plan import ConfigError
 
     with pytest.raises(ConfigError, match="shard"):
