@@ -68,6 +68,9 @@ def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, 
     ``("step", action)`` -> ``("obs", obs, reward, terminated, truncated, info, video)``;
     ``("close",)``. Any exception -> ``("error", message)`` and the env is dropped.
     """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the workers
     if egl_device is not None:
         os.environ["MUJOCO_EGL_DEVICE_ID"] = str(egl_device)
     from omegaconf import OmegaConf
