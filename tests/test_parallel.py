@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -115,18 +116,21 @@ def test_evaluate_from_python_and_shards_that_merge_into_the_unsharded_run(tmp_p
     # overlapping shards are refused
     assert merge_main([str(tmp_path / "s0"), str(tmp_path / "full"), "--out", str(tmp_path / "bad")]) == 2
 
-    # a policy object (not a config name), on two env workers: one act call serves both envs
+    # a policy object (not a config name), on two env workers: one act call serves both envs.
+    # Workers start independently (no lockstep), so episodes must outlast a worker's env build
+    # for the two to overlap: a slow policy (0.15 s per call, 40 steps = 6 s) makes them.
     class Recording(RandomPolicy):
         def act(self, observations, env_ids=None):
             self.calls.append(list(env_ids))
+            time.sleep(0.15)
             return super().act(observations, env_ids)
 
     policy = Recording(seed=0)
     policy.calls = []
     res = vla_gym.evaluate(policy, env="robosuite_lift", episodes=2, output_dir=tmp_path / "obj", num_envs=2,
-                           max_steps=4, video={"enabled": False})
+                           max_steps=40, video={"enabled": False})
     assert res["overall"]["episodes"] == 2 and res["overall"]["errors"] == 0 and res["meta"]["num_envs"] == 2
-    assert sum(map(len, policy.calls)) == 8  # one chunk per env step (chunk_size 1), 2 x 4 steps
+    assert sum(map(len, policy.calls)) == 80  # one chunk per env step (chunk_size 1), 2 x 40 steps
     assert [0, 1] in policy.calls or [1, 0] in policy.calls  # batched across the workers
     assert all(len(c) == len(set(c)) for c in policy.calls)
     from vla_gym.plan import ConfigError
