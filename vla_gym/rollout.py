@@ -44,9 +44,6 @@ from vla_gym.run_store import EPISODES_FILE, RESULTS_FILE, RUN_FILE, RunStore, R
 
 log = logging.getLogger("vla_gym.rollout")
 
-RUNNER_KEYS: tuple[str, ...] = ()
-"""Policy-YAML keys the runner reads instead of the policy (none since Policy API v2: chunk
-execution and the reference scene seed are declared on the policy class)."""
 __all__ = [
     "DEFAULT_SCENE_SEED", "EPISODES_FILE", "RESULTS_FILE", "RUN_FILE", "build_policy", "chunk_execution",
     "compose_config", "evaluate", "format_summary", "main", "make_env", "resolve_scene_seed", "resolve_tasks", "run",

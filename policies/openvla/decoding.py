@@ -7,7 +7,7 @@ Follows ``OpenVLAForActionPrediction.predict_action`` and ``experiments/robot/ro
   ``vocab_size = text vocab - pad_to_multiple_of`` (32000): the last 256 ids of the Llama vocab
   are the action tokens, and a non-action token is clipped to the edge bin;
 - un-normalise where ``mask`` (default all true): ``0.5 (a + 1) (q99 - q01) + q01``
-  (OFT adds ``+ 1e-8`` to the range);
+  (OFT adds ``+ 1e-8`` to the range), done by the toolkit's ``NormStats`` from :func:`action_stats`;
 - LIBERO gripper: ``[0, 1] -> [-1, 1]``, ``sign``, then flip (the RLDS data has 0 = close).
 """
 
@@ -67,12 +67,6 @@ def action_stats(norm_stats: dict[str, Any], unnorm_key: str) -> dict[str, np.nd
     if not (q01.shape == q99.shape == mask.shape):
         raise UnnormKeyError(f"statistics for {unnorm_key!r}: q01/q99/mask shapes differ")
     return {"q01": q01, "q99": q99, "mask": mask}
-
-
-def unnormalize(normalized: np.ndarray, stats: dict[str, np.ndarray], eps: float = 0.0) -> np.ndarray:
-    """``0.5 (a + 1) (q99 - q01 + eps) + q01`` where ``mask``; pass-through elsewhere."""
-    q01, q99, mask = stats["q01"], stats["q99"], stats["mask"]
-    return np.where(mask, 0.5 * (normalized + 1) * (q99 - q01 + eps) + q01, normalized)
 
 
 def libero_gripper(actions: np.ndarray) -> np.ndarray:
