@@ -1,0 +1,42 @@
+"""DDIM sampling of TinyVLA's action chunk with ``diffusers.DDIMScheduler``, configured as the original.
+
+``llava_pythia.py``: ``DDIMScheduler(num_train_timesteps=100, beta_schedule='squaredcos_cap_v2',
+clip_sample=True, set_alpha_to_one=True, steps_offset=0, prediction_type='epsilon')``,
+``set_timesteps(10)`` (t = 90, 80, ..., 0), ``step(noise_pred, t, x).prev_sample`` (eta = 0).
+
+The scheduler math runs in float32 whatever the model dtype: the original hands the scheduler
+samples in the model's dtype (fp16 on load), so its update is rounded to that dtype at every step
+(see tests/policies/test_tinyvla.py for what a half-precision scheduler does). Only the UNet runs
+in the model dtype; its input is cast to it and its output back to float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+NUM_TRAIN_TIMESTEPS = 100
+NUM_INFERENCE_STEPS = 10
+SCHEDULER_KWARGS = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2",
+                        clip_sample=True, set_alpha_to_one=True, steps_offset=0, prediction_type="epsilon")
+
+
+def make_scheduler():
+    """The original's DDIM scheduler (diffusers)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**SCHEDULER_KWARGS)
+
+
+@torch.no_grad()
+def denoise(noise_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
+            scheduler=None, steps: int = NUM_INFERENCE_STEPS) -> torch.Tensor:
+    """Run DDIM from ``noise`` (B, T, D) float32; ``noise_fn(x, t)`` predicts epsilon. Returns float32 (B, T, D)."""
+    scheduler = scheduler or make_scheduler()
+    scheduler.set_timesteps(steps)
+    x = noise.to(torch.float32)
+    for t in scheduler.timesteps:
+        eps = noise_fn(x, t).to(torch.float32)
+        x = scheduler.step(model_output=eps, timestep=t, sample=x).prev_sample
+    return x
