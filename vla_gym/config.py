@@ -108,9 +108,25 @@ class RolloutConfig:
     output_dir: str = "rollouts/latest"
 
 
+def path_safe(text: str) -> str:
+    """``text`` as one directory name: ``/`` (in ``shard=1/2``, checkpoint paths) escaped as ``%2F``.
+
+    Multirun job dirs are named after their overrides; unescaped, ``shard=1/2`` nested the job's
+    output one level down (``1_...shard=1/2,video.enabled=False``), away from its siblings.
+    """
+    return text.replace("%", "%25").replace("/", "%2F")
+
+
 def register_configs() -> None:
-    """Store the schema in Hydra's ConfigStore (idempotent)."""
+    """Store the schema in Hydra's ConfigStore and the ``path_safe`` resolver (both idempotent)."""
     ConfigStore.instance().store(name="rollout_schema", node=RolloutConfig)
+    if not OmegaConf.has_resolver("path_safe"):
+        OmegaConf.register_new_resolver("path_safe", path_safe)
+
+
+# At import too: a launcher's worker (Ray, submitit) resolves the job's output dir after unpickling
+# the task function, i.e. after importing this module, but without running the CLI's main().
+register_configs()
 
 
 CONFIG_MODULE = "vla_gym.conf"
