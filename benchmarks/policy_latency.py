@@ -48,24 +48,26 @@ def timeit(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
 def _numpy_image(frame: np.ndarray) -> np.ndarray:
     """The image path with the numpy implementations (what reference_image ran before numba)."""
     from vla_gym.policies.openvla import images
+    from vla_gym.policies.toolkit import tf_image
 
-    img = images.tf_lanczos3_resize_numpy(images.jpeg_roundtrip(images.reference_orientation(frame)), 224)
-    return images.tf_center_crop_resize_numpy(img)
+    img = tf_image.tf_lanczos3_resize_numpy(tf_image.jpeg_roundtrip(images.reference_orientation(frame)), 224)
+    return tf_image.tf_center_crop_resize_numpy(img)
 
 
 def stage_table(pol, frame: np.ndarray, repeats: int) -> None:
     """Per-stage cost of the reference image path for one camera, and of the prompt."""
     from vla_gym.policies.openvla import images
+    from vla_gym.policies.toolkit import tf_image
 
     oriented = images.reference_orientation(frame)
-    jpeg = images.jpeg_roundtrip(oriented)
-    resized = images.tf_lanczos3_resize(jpeg, 224)
-    cropped = images.tf_center_crop_resize(resized)
+    jpeg = tf_image.jpeg_roundtrip(oriented)
+    resized = tf_image.tf_lanczos3_resize(jpeg, 224)
+    cropped = tf_image.tf_center_crop_resize(resized)
     stages = [
         ("orientation (mirror)", lambda: images.reference_orientation(frame)),
-        ("jpeg round trip", lambda: images.jpeg_roundtrip(oriented)),
-        (f"lanczos3 {frame.shape[0]}->224", lambda: images.tf_lanczos3_resize(jpeg, 224)),
-        ("center crop 0.9", lambda: images.tf_center_crop_resize(resized)),
+        ("jpeg round trip", lambda: tf_image.jpeg_roundtrip(oriented)),
+        (f"lanczos3 {frame.shape[0]}->224", lambda: tf_image.tf_lanczos3_resize(jpeg, 224)),
+        ("center crop 0.9", lambda: tf_image.tf_center_crop_resize(resized)),
         ("normalise 2 towers", lambda: pol.pixels(cropped)),
         ("tokenise prompt", lambda: pol.tokenizer.encode_prompt("put the black bowl on the plate")),
     ]

@@ -157,9 +157,9 @@ class PixelTransform:
         if out.shape != (self.channels, size, size) or out.dtype != np.float32:
             expected = (self.channels, size, size)
             raise ValueError(f"out must be float32 {expected}, got {out.dtype} {out.shape}")
-        from vla_gym.policies.openvla.images import _kernels
+        from vla_gym.policies.toolkit.tf_image import numba_kernels
 
-        kernels = _kernels()
+        kernels = numba_kernels()
         if kernels is not None:
             kernels[2](np.ascontiguousarray(image), self._lut, out)
         else:  # pragma: no cover - numba comes with robosuite

@@ -7,6 +7,8 @@
   ``adapter_config.json`` (or given explicitly where a family fixes them).
 - :mod:`.transforms`: image steps as small named callables (reference orientation, JPEG round
   trip, TF lanczos3, PIL bicubic, openpi's resize-with-pad, CLIP's expand-to-square).
+- :mod:`.tf_image`: TensorFlow's JPEG round trip, antialiased lanczos3 resize and center crop,
+  bit-exact in numpy/numba (OpenVLA's image path; any TF-trained family's).
 - :mod:`.norm_stats`: normalisation statistics that declare their kind (bounds q01/q99,
   mean/std, min/max), checked against what a family expects when it loads.
 

@@ -54,7 +54,7 @@ class JpegRoundTrip:
     quality: int = 95
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
-        from vla_gym.policies.openvla.images import jpeg_roundtrip
+        from vla_gym.policies.toolkit.tf_image import jpeg_roundtrip
 
         return jpeg_roundtrip(_check_image(img), quality=self.quality)
 
@@ -66,7 +66,7 @@ class TfLanczos3Resize:
     size: int
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
-        from vla_gym.policies.openvla.images import tf_lanczos3_resize
+        from vla_gym.policies.toolkit.tf_image import tf_lanczos3_resize
 
         return tf_lanczos3_resize(_check_image(img), self.size)
 

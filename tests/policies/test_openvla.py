@@ -20,6 +20,7 @@ from vla_gym.policies.openvla import (
 )
 from vla_gym.policies.openvla.make_tiny import ACTION_STATS, TINY_VOCAB
 from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
+from vla_gym.policies.toolkit import tf_image
 
 from vla_gym.policies.testing import make_frame, observation, observation_batch
 from vla_gym.policy import ActionChunk, ChunkExecution, act_one
@@ -172,7 +173,7 @@ def test_lanczos3_weights_equal_tensorflows_bit_for_bit(n_in, n_out):
     expected = np.zeros((n_out, n_in), dtype=np.float32)
     key = f"w_{n_in}_{n_out}"
     expected[tf[key + "_dst"], tf[key + "_src"]] = tf[key + "_val"]
-    index, weight = images.lanczos3_spans(n_in, n_out)
+    index, weight = tf_image.lanczos3_spans(n_in, n_out)
     ours = np.zeros_like(expected)
     for dst in range(n_out):
         ours[dst, index[dst][weight[dst] != 0]] = weight[dst][weight[dst] != 0]
@@ -186,28 +187,28 @@ def test_lanczos3_kernel_uses_the_c_librarys_sinf():
 
     libm = ctypes.CDLL(ctypes.util.find_library("m"))
     libm.sinf.restype, libm.sinf.argtypes = ctypes.c_float, [ctypes.c_float]
-    _, weight = images.lanczos3_spans(256, 224)
+    _, weight = tf_image.lanczos3_spans(256, 224)
     x = np.linspace(0, 3 * np.pi, 5001, dtype=np.float32)
     expected = np.array([libm.sinf(float(v)) for v in x], dtype=np.float32)
-    assert np.array_equal(images.sinf(x), expected)
-    assert not np.array_equal(np.sin(x), expected)  # why images.sinf exists
+    assert np.array_equal(tf_image.sinf(x), expected)
+    assert not np.array_equal(np.sin(x), expected)  # why tf_image.sinf exists
     assert weight.dtype == np.float32
 
 
 def _clear_lanczos_caches() -> None:
-    images.lanczos3_spans.cache_clear()
-    images._trimmed_spans.cache_clear()
+    tf_image.lanczos3_spans.cache_clear()
+    tf_image._trimmed_spans.cache_clear()
 
 
 def test_resize_reproduces_tensorflows_rounding_ties():
     """588 output values that TF computes as exactly n + 0.5 (half to even): equal, numpy and numba."""
     tf = np.load(DATA / "tf_lanczos3.npz")
     img, coords = tf["tie_image"], tf["tie_coords"].astype(np.int64)
-    floats = images.tf_lanczos3_resize_float(img, 224)[coords[:, 0], coords[:, 1], coords[:, 2]]
+    floats = tf_image.tf_lanczos3_resize_float(img, 224)[coords[:, 0], coords[:, 1], coords[:, 2]]
     assert np.array_equal(floats, tf["tie_values"])
     assert np.all(floats - np.floor(floats) == np.float32(0.5))
-    assert np.array_equal(images.tf_lanczos3_resize_numpy(img, 224), tf["tie_tf"])
-    assert np.array_equal(images.tf_lanczos3_resize(img, 224), tf["tie_tf"])
+    assert np.array_equal(tf_image.tf_lanczos3_resize_numpy(img, 224), tf["tie_tf"])
+    assert np.array_equal(tf_image.tf_lanczos3_resize(img, 224), tf["tie_tf"])
 
 
 def test_rounding_ties_catch_weights_off_by_one_ulp(monkeypatch):
@@ -216,7 +217,7 @@ def test_rounding_ties_catch_weights_off_by_one_ulp(monkeypatch):
     monkeypatch.setattr(images, "sinf", lambda x: np.sin(np.asarray(x, dtype=np.float32)))
     _clear_lanczos_caches()
     try:
-        wrong = images.tf_lanczos3_resize_numpy(tf["tie_image"], 224)
+        wrong = tf_image.tf_lanczos3_resize_numpy(tf["tie_image"], 224)
     finally:
         monkeypatch.undo()
         _clear_lanczos_caches()
@@ -226,9 +227,9 @@ def test_rounding_ties_catch_weights_off_by_one_ulp(monkeypatch):
 def _numpy_reference_image(upright, size, crop, jpeg=True):
     img = images.reference_orientation(upright)
     if jpeg:
-        img = images.jpeg_roundtrip(img)
-    img = images.tf_lanczos3_resize_numpy(img, size)
-    return images.tf_center_crop_resize_numpy(img) if crop else img
+        img = tf_image.jpeg_roundtrip(img)
+    img = tf_image.tf_lanczos3_resize_numpy(img, size)
+    return tf_image.tf_center_crop_resize_numpy(img) if crop else img
 
 
 @pytest.mark.parametrize("size", [256, 224])
@@ -245,12 +246,12 @@ def test_numba_image_path_is_bit_identical_to_numpy(size):
                 expected = _numpy_reference_image(frame, 224, crop, jpeg)
                 ours = images.reference_image(frame, 224, center_crop=crop, jpeg=jpeg)
                 assert np.array_equal(ours, expected)
-        resized = images.tf_lanczos3_resize_numpy(frame, 224)
-        assert np.array_equal(images.tf_lanczos3_resize(frame, 224), resized)
-        cropped = images.tf_center_crop_resize_numpy(resized)
-        assert np.array_equal(images.tf_center_crop_resize(resized), cropped)
-        smaller = images.tf_lanczos3_resize_numpy(frame, 160)
-        assert np.array_equal(images.tf_lanczos3_resize(frame, 160), smaller)
+        resized = tf_image.tf_lanczos3_resize_numpy(frame, 224)
+        assert np.array_equal(tf_image.tf_lanczos3_resize(frame, 224), resized)
+        cropped = tf_image.tf_center_crop_resize_numpy(resized)
+        assert np.array_equal(tf_image.tf_center_crop_resize(resized), cropped)
+        smaller = tf_image.tf_lanczos3_resize_numpy(frame, 160)
+        assert np.array_equal(tf_image.tf_lanczos3_resize(frame, 160), smaller)
 
 
 def test_pixel_lookup_table_is_bit_identical_to_numpy(tiny_dirs):
@@ -605,7 +606,7 @@ def test_fast_path_renders_at_224_and_skips_the_resize(tiny_dirs):
     pol = OpenVLAPolicy.from_pretrained(tiny_dirs["openvla"], device="cpu", image_size=224, center_crop=False)
     assert pol.inputs.image_size == 224
     frame = make_frame(224)[::-1].copy()
-    expected = images.jpeg_roundtrip(images.reference_orientation(frame))  # lanczos 224->224 is the identity
+    expected = tf_image.jpeg_roundtrip(images.reference_orientation(frame))  # lanczos 224->224 is the identity
     assert np.array_equal(images.reference_image(frame, 224, center_crop=False), expected)
     assert act_one(pol, {"images": {"agentview": frame}, "instruction": "open the drawer"}).shape == (1, 7)
 
