@@ -1,0 +1,300 @@
+"""pi0 / pi0.5 network against LeRobot 0.6.1's own PI0Pytorch / PI05Pytorch, plus its invariants.
+
+The reference fixtures ``tests/policies/data/pi0_ref_*`` were made by
+``tests/policies/data/pi0_make_reference_fixture.py``: LeRobot's unmodified ``sample_actions``
+(stock transformers 5.5.4 + its ``pi_gemma.py``) on a tiny random model (the script only swaps
+in tiny sizes), with fixed inputs and noise, saved with ``safetensors.torch.save_model`` (the
+reference's on-disk layout) together with its float32 and bfloat16 outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from vla_gym.policies.pi0 import modeling
+from vla_gym.policies.pi0.modeling import (
+    EMBED_KEY,
+    EXPERT_LM_HEAD_KEY,
+    LEROBOT_FP32_KEEP,
+    LM_HEAD_KEY,
+    OPENPI_FP32_KEEP,
+    SO400M,
+    VARIANTS,
+    Pi0Dims,
+    Pi0Model,
+    canonical_state_dict,
+    check_variant,
+    dims_from_state_dict,
+    tiny_dims,
+)
+from vla_gym.policies.toolkit.errors import CheckpointError
+
+from vla_gym.policy import StageTimer
+
+DATA = Path(__file__).parent / "data"
+VARIANT_IDS = ["pi0", "pi05"]
+# fp32: ours and LeRobot's run the same ops in a different order/kernels (LeRobot's SigLIP uses
+# transformers' SDPA, its GQA a repeat+matmul inside transformers' eager attention); measured max
+# abs difference 7.2e-7 on actions of magnitude ~4 after 10 Euler steps. 1e-5 leaves ~14x margin
+# while any real deviation (a mask, position, scale or norm detail) moves actions by >= 1e-2.
+FP32_ATOL = 1e-5
+# bf16 (LeRobot's precision list, vision fp32): both round to bf16 at different points (e.g.
+# transformers scales embeddings by a bf16-rounded sqrt(width)); measured 1.4e-2 between the two
+# bf16 runs, about the bf16-vs-fp32 gap itself (1.3e-2). 5e-2 ~ 1.2 % of max |action|.
+BF16_ATOL = 5e-2
+
+
+def _reference(name: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    return load_file(DATA / f"pi0_ref_{name}.safetensors"), load_file(DATA / f"pi0_ref_{name}_io.safetensors")
+
+
+def _inputs(io: dict[str, torch.Tensor]) -> tuple:
+    images = [io[f"image_{k}"] for k in range(3)]
+    masks = [io[f"image_mask_{k}"] for k in range(3)]
+    return images, masks, io["tokens"], io["token_masks"], io["state"]
+
+
+@pytest.fixture(scope="module", params=VARIANT_IDS)
+def reference(request) -> tuple[str, Pi0Model, dict[str, torch.Tensor]]:
+    name = request.param
+    state, io = _reference(name)
+    dims = dims_from_state_dict(state, pi05=name == "pi05", action_horizon=io["noise"].shape[1])
+    model = Pi0Model(dims).eval()
+    # The test's own key fix (the file holds both tied names, untied, plus the expert's lm_head):
+    fixed = {k: v for k, v in state.items() if k != EXPERT_LM_HEAD_KEY}
+    fixed[LM_HEAD_KEY] = fixed[EMBED_KEY]
+    model.load_state_dict(fixed, strict=True)
+    return name, model, io
+
+
+def test_reference_fp32(reference):
+    name, model, io = reference
+    out = model.sample_actions(*_inputs(io), noise=io["noise"], num_steps=10)
+    expected = io["actions_fp32"]
+    assert out.dtype == torch.float32 and out.shape == expected.shape
+    assert expected.abs().max() > 1.0  # a non-trivial reference
+    err = (out - expected).abs().max().item()
+    assert err < FP32_ATOL, f"{name}: max |ours - LeRobot| = {err}"
+
+
+def test_reference_bf16(reference):
+    name, fp32_model, io = reference
+    model = Pi0Model(fp32_model.dims).eval()
+    model.load_state_dict(fp32_model.state_dict())
+    model.set_precision(torch.bfloat16, keep_fp32=LEROBOT_FP32_KEEP)
+    out = model.sample_actions(*_inputs(io), noise=io["noise"])
+    assert torch.isfinite(out).all()
+    err = (out - io["actions_bf16"]).abs().max().item()
+    assert err < BF16_ATOL, f"{name}: bf16 max |ours - LeRobot bf16| = {err}"
+
+
+@pytest.mark.parametrize("name", VARIANT_IDS)
+def test_state_dict_keys_match_reference_module(name):
+    """Our keys = the reference module's, minus the unused expert lm_head (STATE_DICT_NOTES)."""
+    ref = json.loads((DATA / "pi0_ref_keys.json").read_text())[name]
+    state, io = _reference(name)
+    dims = dims_from_state_dict(state, pi05=name == "pi05", action_horizon=io["noise"].shape[1])
+    ours = set(Pi0Model(dims).state_dict())
+    assert ours == set(ref["module_state_dict"]) - {EXPERT_LM_HEAD_KEY}
+    assert set(canonical_state_dict(state)) == ours
+
+
+def test_canonical_state_dict_ties_from_either_name():
+    state, _ = _reference("pi0")
+    only_head = {k: v for k, v in state.items() if k != EMBED_KEY}  # openpi / released LeRobot files
+    fixed = canonical_state_dict(only_head)
+    assert fixed[EMBED_KEY] is state[LM_HEAD_KEY] and EXPERT_LM_HEAD_KEY not in fixed
+    both = canonical_state_dict(state)  # embed_tokens is what the network reads: it wins
+    assert both[LM_HEAD_KEY] is state[EMBED_KEY]
+    with pytest.raises(CheckpointError, match="neither"):
+        canonical_state_dict({k: v for k, v in only_head.items() if k != LM_HEAD_KEY})
+
+
+def test_tied_head_shares_the_embedding(reference):
+    _, model, _ = reference
+    pali = model.paligemma_with_expert.paligemma
+    assert pali.lm_head.weight is pali.model.language_model.embed_tokens.weight
+    model.set_precision(torch.float32)
+    assert pali.lm_head.weight is pali.model.language_model.embed_tokens.weight
+
+
+def _meta_state(dims: Pi0Dims) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        return dict(Pi0Model(dims).state_dict())
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_real_sizes_read_back_from_shapes(pi05):
+    """Real pi0/pi0.5 sizes (built on the meta device: shapes only) are recovered from tensor shapes."""
+    real = Pi0Dims(SO400M, VARIANTS["gemma_2b"], VARIANTS["gemma_300m"], 257_152, 32, 50, pi05)
+    dims = dims_from_state_dict(_meta_state(real), pi05=pi05, action_horizon=50)
+    assert dims == real
+    assert check_variant(dims.paligemma, "gemma_2b") is None
+    assert check_variant(dims.expert, "gemma_300m") is None
+    warning = check_variant(dims.expert, "gemma_2b")
+    assert warning is not None and "width 1024 (variant 2048)" in warning
+    assert "unknown" in check_variant(dims.expert, "gemma_7b")
+
+
+def test_inconsistent_shapes_raise_checkpoint_error():
+    state, _ = _reference("pi05")
+    with pytest.raises(CheckpointError, match="AdaRMS"):
+        dims_from_state_dict(state, pi05=False, action_horizon=6)
+    pi0_state, _ = _reference("pi0")
+    with pytest.raises(CheckpointError, match="pi0 checkpoint loaded as pi0.5"):
+        dims_from_state_dict(pi0_state, pi05=True, action_horizon=6)
+    key = modeling.EXPERT + "layers.1.mlp.up_proj.weight"
+    bad = dict(pi0_state, **{key: torch.zeros(5, 16)})
+    with pytest.raises(CheckpointError, match="up_proj"):
+        dims_from_state_dict(bad, pi05=False, action_horizon=6)
+    gap = {k: v for k, v in pi0_state.items() if ".layers.0." not in k or "vision" in k}
+    with pytest.raises(CheckpointError, match="layers"):
+        dims_from_state_dict(gap, pi05=False, action_horizon=6)
+    renamed = {k.replace("action_time_mlp", "time_mlp"): v for k, v in pi0_state.items()}
+    with pytest.raises(CheckpointError, match="time_mlp"):
+        dims_from_state_dict(renamed, pi05=False, action_horizon=6)
+
+
+def _random_model(pi05: bool, seed: int = 0) -> Pi0Model:
+    torch.manual_seed(seed)
+    model = Pi0Model(tiny_dims(pi05, action_horizon=4, image_size=32, patch_size=8)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model
+
+
+def _random_inputs(model: Pi0Model, b: int, seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    d = model.dims
+    size = d.vision.image_size
+    tokens = torch.randint(1, d.vocab_size, (b, 5), generator=gen)
+    token_masks = torch.ones(b, 5, dtype=torch.bool)
+    token_masks[1:, 3:] = False
+    return dict(
+        images=[torch.rand(b, 3, size, size, generator=gen) * 2 - 1 for _ in range(3)],
+        image_masks=[torch.ones(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)],
+        tokens=tokens,
+        token_masks=token_masks,
+        state=torch.randn(b, d.action_dim, generator=gen),
+        noise=torch.randn(b, d.action_horizon, d.action_dim, generator=gen),
+    )
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_fixed_noise_is_deterministic_and_noise_matters(pi05):
+    model = _random_model(pi05)
+    x = _random_inputs(model, 2)
+    a, b = model.sample_actions(**x), model.sample_actions(**x)
+    assert torch.equal(a, b)
+    c = model.sample_actions(**dict(x, noise=x["noise"].flip(0)))
+    assert (c - a).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_batch_rows_equal_single_calls(pi05):
+    model = _random_model(pi05)
+    x = _random_inputs(model, 3)
+    batch = model.sample_actions(**x)
+    for i in range(3):
+        one = {k: ([t[i : i + 1] for t in v] if isinstance(v, list) else v[i : i + 1]) for k, v in x.items()}
+        if i > 0:  # rows 1.. are padded in the batch; alone they need not be padded
+            one["tokens"], one["token_masks"] = one["tokens"][:, :3], one["token_masks"][:, :3]
+        single = model.sample_actions(**one)
+        assert (single[0] - batch[i]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_masked_inputs_have_no_effect_and_state_only_for_pi0(pi05):
+    model = _random_model(pi05)
+    x = _random_inputs(model, 2)
+    base = model.sample_actions(**x)
+    images = list(x["images"])
+    images[2] = torch.rand_like(images[2])  # the masked-out camera slot
+    tokens = x["tokens"].clone()
+    tokens[1, 3:] = 7  # padded token positions of row 1
+    same = model.sample_actions(**dict(x, images=images, tokens=tokens))
+    assert torch.allclose(same, base, atol=1e-6)
+    unmasked = model.sample_actions(**dict(x, images=images, image_masks=[torch.ones(2, dtype=torch.bool)] * 3))
+    assert (unmasked - base).abs().max() > 1e-3
+    other_state = model.sample_actions(**dict(x, state=x["state"] + 1.0))
+    if pi05:
+        assert torch.equal(other_state, base)
+    else:
+        assert (other_state - base).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_prefix_runs_once_and_expert_once_per_step(pi05):
+    model = _random_model(pi05)
+    calls = {"vision": 0, "prefix": 0, "expert": 0}
+
+    def counter(key):
+        def hook(*_):
+            calls[key] += 1
+
+        return hook
+
+    inner = model.paligemma_with_expert.paligemma.model
+    inner.vision_tower.register_forward_pre_hook(counter("vision"))
+    inner.language_model.layers[0].self_attn.q_proj.register_forward_pre_hook(counter("prefix"))
+    model.paligemma_with_expert.gemma_expert.model.layers[0].self_attn.q_proj.register_forward_pre_hook(
+        counter("expert")
+    )
+    timer = StageTimer()
+    model.sample_actions(**_random_inputs(model, 2), num_steps=7, timer=timer)
+    assert calls == {"vision": 3, "prefix": 1, "expert": 7}
+    assert set(timer.ms) == {"vision", "prefix", "denoise"}
+
+
+@pytest.mark.parametrize("pi05", [False, True])
+def test_bf16_precision_policy(pi05):
+    model = _random_model(pi05)
+    x = _random_inputs(model, 2)
+    ref = model.sample_actions(**x)
+    model.set_precision(torch.bfloat16)  # openpi's list
+    names = dict(model.named_parameters())
+    fp32 = {n for n, p in names.items() if p.dtype == torch.float32}
+    assert fp32 == {n for n in names if any(s in n for s in OPENPI_FP32_KEEP)}
+    assert any("dense" in n for n in fp32) == pi05
+    assert names[modeling.VISION + "encoder.layers.0.mlp.fc1.weight"].dtype == torch.bfloat16
+    out = model.sample_actions(**x)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_siglip_matches_stock_transformers():
+    """Our SigLIP tower vs transformers' SiglipVisionModel (the installed version) on the same weights."""
+    transformers = pytest.importorskip("transformers")
+    model = _random_model(False)
+    tower = model.paligemma_with_expert.paligemma.model.vision_tower
+    v = model.dims.vision
+    config = transformers.SiglipVisionConfig(
+        hidden_size=v.width, num_hidden_layers=v.depth, intermediate_size=v.mlp_dim,
+        num_attention_heads=v.num_heads, patch_size=v.patch_size, image_size=v.image_size,
+        vision_use_head=False, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+    )
+    stock = transformers.SiglipVisionModel(config).eval()
+    # transformers 5.24 dropped the ``vision_model.`` level that PaliGemma checkpoints (and 5.5) have.
+    ours = tower.state_dict() if "vision_model" in next(iter(stock.state_dict())) else tower.vision_model.state_dict()
+    missing, unexpected = stock.load_state_dict(ours, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing)
+    pixels = torch.rand(2, 3, v.image_size, v.image_size) * 2 - 1
+    with torch.no_grad():
+        expected = stock(pixel_values=pixels).last_hidden_state
+        assert (tower(pixels) - expected).abs().max() < 1e-5
+
+
+def test_rejects_bad_shapes():
+    model = _random_model(False)
+    x = _random_inputs(model, 2)
+    with pytest.raises(ValueError, match="noise"):
+        model.sample_actions(**dict(x, noise=x["noise"][:, :2]))
+    with pytest.raises(ValueError, match="state"):
+        model.sample_actions(**dict(x, state=x["state"][:, :8]))
+    with pytest.raises(ValueError, match="images must be"):
+        model.sample_actions(**dict(x, images=[torch.zeros(2, 3, 16, 16)] * 3))
