@@ -1,22 +1,31 @@
-"""act() latency of the OpenVLA / OpenVLA-OFT adapters over a batch axis, split into stages.
+"""act() latency of every torch policy family over a batch axis, split into stages, and weight bytes.
 
 Usage::
 
-    python benchmarks/policy_latency.py                         # both tiny policies, B = 1, 2, 4, 8
-    python benchmarks/policy_latency.py --batch-sizes 1,8 --policy openvla --checkpoint DIR
-    python benchmarks/policy_latency.py --pixels                # + fast vs reference pixels in LIBERO
+    python benchmarks/policy_latency.py                         # all tiny policies, B = 1, 2, 4, 8
+    python benchmarks/policy_latency.py --policy tinyvla,pi05 --batch-sizes 1,4
+    python benchmarks/policy_latency.py --policy openvla --checkpoint DIR --batch-sizes 1,8
+    python benchmarks/policy_latency.py --policy tinyvla --checkpoint RUN/checkpoint-N --model-base BASE
+    python benchmarks/policy_latency.py --stages --pixels       # + OpenVLA image path, LIBERO pixels
 
-One table, both policies side by side: per batch size B, calls/s, ms per call, ms per sample,
-the stage split per sample (``ActionChunk.info["timing_ms"]``: preprocess / model /
-postprocess), and the throughput ratio ``samples/s(B) / (B x samples/s(1))`` (the issue's GPU
-target is >= 0.8 at B = 8 -- on a 2-core CPU the model is compute bound, so expect less).
-Every batch holds different images, states and instructions of different token lengths
-(:func:`vla_gym.policies.testing.observation_batch`), so padding is part of the measurement.
-"Adapter overhead" is everything outside the network (image path, tokenisation, padding,
-decoding) per sample; the issue's budget is 5 ms. The per-stage table breaks the image path
-down (orientation, JPEG round trip, lanczos resize, center crop, normalisation) per camera.
-``--pixels`` renders the same LIBERO init state at 256 (reference: then lanczos to 224) and at
-224 (fast path: no resize), and prints how far apart the model inputs are.
+Families (``benchmarks/families.py``): openvla, openvla_oft, tinyvla, pi0, pi05, each loaded through
+its public ``from_pretrained`` from its own tiny checkpoint (written by its ``make_tiny``) unless
+``--checkpoint`` is given. Tables, all measured in this one run:
+
+1. Per (policy, B): calls/s, ms per call, ms per sample, the throughput ratio
+   ``samples/s(B) / (B x samples/s(1))`` (the GPU target is >= 0.8 at B = 8 -- on a 2-core CPU the
+   model is compute bound, so expect less) and the runner's stage split per sample
+   (``ActionChunk.info["timing_ms"]``: preprocess / model / postprocess). "Adapter overhead" is
+   everything outside the network (image path, tokenisation, padding, decoding) per sample; the
+   API issue's budget is 5 ms. Every batch holds different images, states and instructions of
+   different token lengths (:func:`vla_gym.policies.testing.observation_batch`).
+2. Inside ``model`` for the sampling families: TinyVLA vision / LLM / diffusion and pi0 vision /
+   prefix (KV cache, once per call) / denoise, per sample, and the denoising loop per step.
+3. Weight bytes per quantization setting (``--weights``), as ``results.json`` records them.
+
+``--stages`` breaks the OpenVLA image path down (orientation, JPEG, lanczos, crop, normalisation)
+per camera; ``--pixels`` renders the same LIBERO init state at 256 (reference: then lanczos to 224)
+and at 224 (fast path) and prints how far apart the model inputs are.
 """
 
 from __future__ import annotations
@@ -28,9 +37,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import families
 import numpy as np
 
-from vla_gym.policies.tiny_checkpoints import make_all_in_subprocess
 from vla_gym.policies.testing import observation_batch
 
 
@@ -84,29 +93,21 @@ def stage_table(pol, frame: np.ndarray, repeats: int) -> None:
     print(f"    {'sum':24s} {total_med:7.2f} / {total_min:7.2f} ms")
 
 
-def load(policy: str, checkpoint: Path, quantization: str):
-    """Load through the public factory, as Hydra would."""
-    if policy == "openvla":
-        from vla_gym.policies.openvla import OpenVLAPolicy as cls
-    else:
-        from vla_gym.policies.openvla_oft import OpenVLAOFTPolicy as cls
-    return cls.from_pretrained(checkpoint, device="cpu", quantization={"name": quantization})
-
-
-def measure(pol, batch_size: int, repeats: int) -> dict[str, float]:
+def measure(pol, batch_size: int, repeats: int, wrist: bool) -> dict[str, float]:
     """Median (and ``<stage>_min``: minimum) ms per call of ``act`` on one batch: wall and each
     stage of ``info["timing_ms"]``. The minimum is the contention-free estimate on a shared CPU."""
-    obs = observation_batch(batch_size, size=pol.inputs.image_size, wrist=len(pol.inputs.cameras) > 1)
-    pol.act(obs)  # warm-up (numba kernels, allocator)
-    rows: dict[str, list[float]] = {"wall": [], "preprocess": [], "model": [], "postprocess": []}
+    obs = observation_batch(batch_size, size=pol.inputs.image_size, wrist=wrist)
+    first = pol.act(obs)  # warm-up (numba kernels, allocator)
+    rows: dict[str, list[float]] = {"wall": [], **{k: [] for k in first.info.get("timing_ms", {})}}
     for _ in range(repeats):
         t = time.perf_counter()
         result = pol.act(obs)
         rows["wall"].append(1e3 * (time.perf_counter() - t))
-        for k, v in result.info["timing_ms"].items():
-            rows[k].append(v)
-    out = {k: statistics.median(v) for k, v in rows.items()}
-    out.update({f"{k}_min": min(v) for k, v in rows.items()})
+        for k, v in result.info.get("timing_ms", {}).items():
+            rows.setdefault(k, []).append(v)
+    out = {k: statistics.median(v) for k, v in rows.items() if v}
+    out.update({f"{k}_min": min(v) for k, v in rows.items() if v})
+    out["denoise_steps"] = float(first.info.get("num_denoise_steps", 0))
     return out
 
 
@@ -121,13 +122,44 @@ def batch_table(results: dict[str, dict[int, dict[str, float]]], quantization: s
         base = {k: b1 * 1e3 / by_b[b1][k] for k in ("wall", "wall_min")}  # samples/s at the smallest B
         for b, r in by_b.items():
             ratio = "/".join(f"{b * 1e3 / r[k] / base[k]:.2f}" for k in ("wall", "wall_min"))
-            overhead = (r["preprocess"] + r["postprocess"]) / b
-            overhead_min = (r["preprocess_min"] + r["postprocess_min"]) / b
+            overhead = (r.get("preprocess", 0) + r.get("postprocess", 0)) / b
+            overhead_min = (r.get("preprocess_min", 0) + r.get("postprocess_min", 0)) / b
             print(f"{policy:12s} {b:2d} {1e3 / r['wall']:8.2f} {r['wall']:8.1f}/{r['wall_min']:8.1f} "
-                  f"{r['wall'] / b:8.1f}/{r['wall_min'] / b:8.1f} {ratio:>9s} {r['preprocess'] / b:11.2f} "
-                  f"{r['model'] / b:12.1f} {r['postprocess'] / b:11.2f} {overhead:7.2f}/{overhead_min:7.2f}")
+                  f"{r['wall'] / b:8.1f}/{r['wall_min'] / b:8.1f} {ratio:>9s} {r.get('preprocess', 0) / b:11.2f} "
+                  f"{r.get('model', 0) / b:12.1f} {r.get('postprocess', 0) / b:11.2f} "
+                  f"{overhead:7.2f}/{overhead_min:7.2f}")
     print("overhead = preprocess + postprocess (budget 5 ms per sample); "
           "x(B*B1) = samples/s(B) / samples/s(B=1), median/min")
+
+
+def model_stage_table(results: dict[str, dict[int, dict[str, float]]]) -> None:
+    """Inside ``model``: the families' own stages (TinyVLA vision / llm / diffusion, pi0 vision /
+    prefix / denoise) per sample, and the denoising loop per step."""
+    inner = {"vision", "llm", "prefix", "diffusion", "denoise"}
+    rows = [(p, b, r) for p, by_b in results.items() for b, r in by_b.items() if inner & set(r)]
+    if not rows:
+        return
+    print("\nmodel stages per sample, median ms (denoise/step = diffusion or denoise loop / steps / B)")
+    print(f"{'policy':12s} {'B':>2s} {'vision':>8s} {'llm/prefix':>10s} {'denoise':>8s} {'steps':>5s} "
+          f"{'denoise/step':>12s}")
+    for policy, b, r in rows:
+        lm = r.get("llm", r.get("prefix", 0.0))
+        loop = r.get("diffusion", r.get("denoise", 0.0))
+        steps = int(r.get("denoise_steps", 0)) or 1
+        print(f"{policy:12s} {b:2d} {r.get('vision', 0.0) / b:8.2f} {lm / b:10.2f} {loop / b:8.2f} {steps:5d} "
+              f"{loop / steps / b:12.3f}")
+
+
+def weights_table(family: str, checkpoint: Path, extra: dict, settings: list[str]) -> None:
+    """Weight bytes of the loaded policy under each quantization setting (``PolicyInfo.weight_bytes``)."""
+    print(f"\n{family}: weight bytes per quantization (what results.json records)")
+    base = None
+    for name in settings:
+        pol = families.load(family, checkpoint, name, **extra)
+        info = pol.info()
+        base = base or info.weight_bytes
+        print(f"  {name:5s} {info.weight_bytes:14,d} B  {info.weight_bytes / base:6.3f}x {settings[0]}  {info.dtype}")
+        pol.close()
 
 
 def pixels(task: int, steps: int) -> None:
@@ -162,14 +194,18 @@ def pixels(task: int, steps: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", choices=["openvla", "openvla_oft", "both"], default="both")
+    parser.add_argument("--policy", default="openvla,openvla_oft,tinyvla,pi0,pi05",
+                        help=f"comma-separated, of {sorted(families.FAMILIES)}")
     parser.add_argument(
-        "--checkpoint", type=Path, default=None, help="default: tiny checkpoints in a temp dir"
+        "--checkpoint", type=Path, default=None, help="default: tiny checkpoints in a temp dir (one --policy)"
     )
+    parser.add_argument("--model-base", type=Path, default=None, help="TinyVLA LoRA checkpoints: the base VLM dir")
     parser.add_argument("--quantization", default="none")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--batch-sizes", default="1,2,4,8")
-    parser.add_argument("--stages", action="store_true", help="also break the image path down per camera")
+    parser.add_argument("--weights", default="none,bf16,fp16,int8,int4",
+                        help="quantization settings for the weight-bytes tables ('' = skip)")
+    parser.add_argument("--stages", action="store_true", help="also break the OpenVLA image path down per camera")
     parser.add_argument(
         "--pixels", action="store_true", help="also measure fast vs reference pixels in LIBERO"
     )
@@ -180,26 +216,35 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    policies = ["openvla", "openvla_oft"] if args.policy == "both" else [args.policy]
+    policies = [p for p in args.policy.split(",") if p]
+    unknown = sorted(set(policies) - set(families.FAMILIES))
+    if unknown or (args.checkpoint is not None and len(policies) != 1):
+        parser.error(f"unknown --policy {unknown}" if unknown else "--checkpoint needs exactly one --policy")
     sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     scratch = tempfile.TemporaryDirectory(prefix="vla_gym_tiny_")  # removed at exit
-    tiny = None
     results: dict[str, dict[int, dict[str, float]]] = {}
-    loaded = {}
+    loaded, sources = {}, {}
     for policy in policies:
-        ckpt = args.checkpoint
-        if ckpt is None:
-            if tiny is None:
-                tiny = make_all_in_subprocess(Path(scratch.name))
-            ckpt = tiny["openvla" if policy == "openvla" else "openvla-oft"]
-        pol = loaded[policy] = load(policy, ckpt, args.quantization)
-        results[policy] = {b: measure(pol, b, args.repeats) for b in sizes}
+        if args.checkpoint is None:
+            ckpt, extra = families.tiny_checkpoint(policy, Path(scratch.name))
+        else:
+            ckpt, extra = args.checkpoint, ({"model_base": args.model_base} if args.model_base else {})
+        sources[policy] = (ckpt, extra)
+        pol = loaded[policy] = families.load(policy, ckpt, args.quantization, **extra)
+        wrist = families.FAMILIES[policy].wrist
+        results[policy] = {b: measure(pol, b, args.repeats, wrist) for b in sizes}
     batch_table(results, args.quantization)
+    model_stage_table(results)
+    settings = [s for s in args.weights.split(",") if s]
+    if settings:
+        for policy in policies:
+            weights_table(policy, *sources[policy], settings)
     if args.stages:
         for policy, pol in loaded.items():
-            print(f"\n{policy}: image path per camera, median / min:")
-            frame = observation_batch(1, size=pol.inputs.image_size)[0]["images"]["agentview"]
-            stage_table(pol, frame, args.repeats)
+            if policy.startswith("openvla"):
+                print(f"\n{policy}: image path per camera, median / min:")
+                frame = observation_batch(1, size=pol.inputs.image_size)[0]["images"]["agentview"]
+                stage_table(pol, frame, args.repeats)
     if args.pixels:
         pixels(args.task, args.steps)
 
