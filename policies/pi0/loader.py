@@ -4,9 +4,11 @@ Key handling, each rule from a reference and nothing looser (the load itself is 
 
 - LeRobot prefixes every key with ``model.`` (``PI0Policy.from_pretrained``): stripped; a file
   mixing prefixed and bare keys is refused.
-- Tied embeddings: ``safetensors.save_model`` keeps only ``paligemma.lm_head.weight``, so both
-  layouts lack ``language_model.embed_tokens.weight``; it is the same tensor (LeRobot
-  ``_fix_pytorch_state_dict_keys``). If both are present they must be equal.
+- Embeddings: with PaliGemma's tied embeddings ``safetensors.save_model`` keeps only
+  ``paligemma.lm_head.weight``, so openpi conversions and older LeRobot files lack
+  ``language_model.embed_tokens.weight``: it is the same tensor (LeRobot
+  ``_fix_pytorch_state_dict_keys``). LeRobot 0.6 (transformers 5) saves both, untied; then the
+  embedding is used (lm_head is never applied: pi0 generates no text) and the file's lm_head ignored.
 - ``gemma_expert.lm_head.weight``: the references' unused expert head (GemmaForCausalLM without
   embeddings), written by ``save_model``; dropped (it is not in the network).
 - LeRobot pi0 ``time_mlp_*`` is renamed to ``action_time_mlp_*`` (LeRobot does the same); a
@@ -73,13 +75,10 @@ def canonical_state(state: dict[str, torch.Tensor], ckpt: Pi0Checkpoint) -> dict
             "Load and re-save it with LeRobot >= 0.4 (PI0Policy.from_pretrained + save_pretrained), or use the "
             "current release of the checkpoint")
     state.pop(EXPERT_LM_HEAD_KEY, None)
-    if EMBED_KEY in state and LM_HEAD_KEY in state:
-        if not torch.equal(state[EMBED_KEY], state[LM_HEAD_KEY]):
-            raise CheckpointError(f"{source}: {EMBED_KEY} and {LM_HEAD_KEY} differ, but PaliGemma ties them")
-    elif LM_HEAD_KEY in state:
-        state[EMBED_KEY] = state[LM_HEAD_KEY]
-    elif EMBED_KEY in state:
+    if EMBED_KEY in state:  # the embedding is what the prefix reads; lm_head is never applied
         state[LM_HEAD_KEY] = state[EMBED_KEY]
+    elif LM_HEAD_KEY in state:  # save_model dropped the tied embed_tokens
+        state[EMBED_KEY] = state[LM_HEAD_KEY]
     if not ckpt.pi05:
         for name in ("time_mlp_in", "time_mlp_out"):
             for leaf in ("weight", "bias"):

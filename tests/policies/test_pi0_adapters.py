@@ -1,0 +1,346 @@
+"""pi0 / pi0.5 adapters around the network: layouts, key rules, stats, prompts, tokenizer, LIBERO processing.
+
+Fidelity: tokens and (un)normalisation are compared with ``pi0_openpi_reference.json``, produced by
+running openpi's own ``PaligemmaTokenizer.tokenize`` and ``transforms.Normalize/Unnormalize``
+(``data/make_pi0_openpi_fixture.py``) on the stored tiny tokenizer; images with openpi's own
+``openpi_client.image_tools.resize_with_pad`` on the raw frame turned as openpi's LIBERO client
+does; the key rules with the file LeRobot's own ``save_model`` wrote (``pi0_ref_*.safetensors``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vla_gym.envs.contract import upright
+from vla_gym.policies.pi0 import config, loader, processing, prompts, stats
+from vla_gym.policies.pi0.make_tiny import write_tiny_pi0
+from vla_gym.policies.pi0.modeling import EMBED_KEY, EXPERT_LM_HEAD_KEY, LM_HEAD_KEY
+from vla_gym.policies.pi0.tokenizer import PaligemmaTokenizer, find_tokenizer
+from vla_gym.policies.testing import make_frame
+from vla_gym.policies.toolkit.errors import CheckpointError, NormStatsError
+from vla_gym.policies.toolkit.norm_stats import NormKind, NormStats
+
+DATA = Path(__file__).parent / "data"
+REF = json.loads((DATA / "pi0_openpi_reference.json").read_text()) if (DATA / "pi0_openpi_reference.json").is_file() \
+    else None
+needs_ref = pytest.mark.skipif(REF is None, reason="pi0_openpi_reference.json not generated")
+# The tiny checkpoints name the real variants (gemma_2b / gemma_300m) on purpose: the loader warns.
+pytestmark = pytest.mark.filterwarnings("ignore:.*weights do not match Gemma variant")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pi0_tiny")
+    return {f"{layout}-{variant}": write_tiny_pi0(root / f"{layout}-{variant}", layout, variant)
+            for layout in ("openpi", "lerobot") for variant in ("pi0", "pi05")}
+
+
+@pytest.fixture
+def copy(tiny, tmp_path):
+    def make(name: str) -> Path:
+        return Path(shutil.copytree(tiny[name], tmp_path / name))
+    return make
+
+
+# -- prompts and tokenizer --------------------------------------------------------------------------
+@needs_ref
+def test_tokens_equal_openpis_own_tokenizer():
+    """pi0 / pi05_libero (state None) and the discrete-state format, incl. cleaning, BOS, padding, truncation."""
+    toks = {n: PaligemmaTokenizer(DATA / "pi0_tiny_tokenizer.model", n) for n in (48, 200)}
+    assert len(REF["tokenize"]) == 18
+    for case in REF["tokenize"]:
+        tok = toks[case["max_len"]]
+        if case["state"] is None:
+            fmts = [prompts.PROMPT_FORMATS["pi0"], prompts.PROMPT_FORMATS["pi05_libero"]]
+        else:
+            fmts = [prompts.PROMPT_FORMATS["pi05_state"]]
+        for fmt in fmts:
+            state = None if case["state"] is None else np.asarray(case["state"])
+            ids, mask = tok.tokenize(fmt, case["prompt"], state)
+            assert ids.tolist() == case["ids"], (fmt.name, case["prompt"], case["max_len"])
+            assert mask.tolist() == case["mask"]
+    assert any(all(c["mask"]) for c in REF["tokenize"])  # a truncated case is among them
+
+
+def test_state_discretisation_is_openpis_256_bins_without_clipping():
+    state = np.array([-1.5, -1.0, -1.0 + 2 / 256, 0.0, 1.0 - 2 / 256, 0.999, 1.0, 2.0])
+    assert prompts.discretize_state(state).tolist() == [-1, 0, 1, 128, 255, 255, 255, 255]
+    text = prompts.PROMPT_FORMATS["pi05_state"].pieces("pick_up  the bowl\n", state)
+    assert text == ["Task: pick up  the bowl, State: -1 0 1 128 255 255 255 255;\nAction: "]
+
+
+def test_lerobot_pi0_prompt_is_task_plus_newline_in_one_piece_without_cleaning():
+    tok = PaligemmaTokenizer(DATA / "pi0_tiny_tokenizer.model", 48)
+    fmt = prompts.PROMPT_FORMATS["lerobot_pi0"]
+    assert fmt.pieces("open_the drawer") == ["open_the drawer\n"]
+    assert fmt.pieces("open the drawer\n") == ["open the drawer\n"]
+    assert tok.encode(fmt, "open_the drawer") == tok.sp.encode("open_the drawer\n", add_bos=True)
+    openpi = tok.encode(prompts.PROMPT_FORMATS["pi0"], "open_the drawer")
+    assert openpi == tok.sp.encode("open the drawer", add_bos=True) + tok.sp.encode("\n")
+    with pytest.raises(ValueError, match="no state"):
+        prompts.PROMPT_FORMATS["pi05_state"].pieces("task", None)
+
+
+def test_a_configured_prompt_format_must_equal_the_checkpoints():
+    assert prompts.check_prompt_format(None, "pi0", "ckpt").name == "pi0"
+    assert prompts.check_prompt_format("pi05_state", "pi05_state", "ckpt").uses_state
+    with pytest.raises(ValueError, match="trained with the 'pi05_libero' prompt format"):
+        prompts.check_prompt_format("pi05_state", "pi05_libero", "ckpt")
+    with pytest.raises(ValueError, match="unknown prompt format"):
+        prompts.check_prompt_format("chat", "pi0", "ckpt")
+
+
+def test_tokenizer_is_found_at_the_configured_path_or_beside_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "cache"))
+    model = tmp_path / "tok" / "tokenizer.model"
+    model.parent.mkdir()
+    shutil.copy(DATA / "pi0_tiny_tokenizer.model", model)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    assert find_tokenizer(model, ckpt) == model
+    assert find_tokenizer(model.parent, ckpt) == model
+    with pytest.raises(CheckpointError, match="policy.tokenizer"):
+        find_tokenizer(None, ckpt)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        find_tokenizer(tmp_path / "nope.model", ckpt)
+    cached = tmp_path / "cache" / "big_vision" / "paligemma_tokenizer.model"
+    cached.parent.mkdir(parents=True)
+    shutil.copy(model, cached)
+    assert find_tokenizer(None, ckpt) == cached  # openpi's download cache
+    (ckpt / "paligemma_tokenizer.model").write_bytes(b"not a sentencepiece model")
+    assert find_tokenizer(None, ckpt) == ckpt / "paligemma_tokenizer.model"
+    with pytest.raises(CheckpointError, match="not a SentencePiece model"):
+        PaligemmaTokenizer(ckpt / "paligemma_tokenizer.model", 48)
+
+
+# -- normalisation ----------------------------------------------------------------------------------
+@needs_ref
+@pytest.mark.parametrize("quantiles", [False, True])
+def test_openpi_normalisation_equals_openpis_own_transforms(quantiles, tmp_path):
+    case = next(c for c in REF["normalize"] if c["use_quantiles"] == quantiles)
+    file = tmp_path / "norm_stats.json"
+    file.write_text(json.dumps({"norm_stats": REF["stats"]}))
+    kind = NormKind.BOUNDS_Q01_Q99 if quantiles else NormKind.MEAN_STD
+    norm = stats.load_openpi_stats(file, kind, "pi0")
+    np.testing.assert_allclose(norm.state.normalize(np.asarray(case["state"])), case["normalized"], rtol=1e-12)
+    assert np.abs(case["normalized"]).max() > 1.0  # beyond the quantiles: neither side clips
+    model = np.asarray(case["model_actions"])
+    ours = norm.actions.unnormalize(model[..., :norm.actions.dim])
+    np.testing.assert_allclose(ours, np.asarray(case["unnormalized"])[..., :7], rtol=1e-12)
+
+
+def test_lerobot_normalisation_formulas_and_zero_width_eps():
+    def feature(kind, a, b):
+        return stats.FeatureNorm(NormStats.from_mapping(kind, dict(zip(stats_fields[kind], (a, b))), eps=1e-8),
+                                 "lerobot")
+
+    stats_fields = {NormKind.MEAN_STD: ("mean", "std"), NormKind.BOUNDS_Q01_Q99: ("q01", "q99")}
+    q = feature(NormKind.BOUNDS_Q01_Q99, [0.0, 1.0, 2.0], [2.0, 1.0, 6.0])
+    x = np.array([3.0, 1.5, 2.0])
+    np.testing.assert_allclose(q.normalize(x), [2.0, (2 * 0.5 / 1e-8) - 1, -1.0])  # no +eps, no clip
+    np.testing.assert_allclose(q.unnormalize(q.normalize(x)), x)
+    m = feature(NormKind.MEAN_STD, [1.0, 2.0, 3.0], [0.5, 1.0, 2.0])
+    np.testing.assert_allclose(m.normalize(x), (x - [1, 2, 3]) / (np.array([0.5, 1, 2]) + 1e-8))
+
+
+def test_wrong_kind_or_missing_stats_stop_with_a_message(copy):
+    d = copy("openpi-pi05")
+    file = d / "assets" / "physical-intelligence" / "libero" / "norm_stats.json"
+    raw = json.loads(file.read_text())
+    for feat in raw["norm_stats"].values():
+        del feat["q01"], feat["q99"]
+    file.write_text(json.dumps(raw))
+    with pytest.raises(NormStatsError, match="bounds_q01_q99 statistics need"):
+        stats.load_openpi_stats(file, NormKind.BOUNDS_Q01_Q99, "pi05")
+    shutil.rmtree(d / "assets")
+    with pytest.raises(CheckpointError, match="#638"):
+        stats.find_openpi_stats(d, "physical-intelligence/libero")
+
+
+def test_lerobot_stats_come_from_the_normaliser_steps_and_must_match_the_config(copy):
+    d = copy("lerobot-pi05")
+    norm = stats.load_lerobot_stats(d, NormKind.BOUNDS_Q01_Q99, NormKind.BOUNDS_Q01_Q99, "pi05")
+    tensors = load_file(d / "policy_postprocessor_step_0_unnormalizer_processor.safetensors")
+    np.testing.assert_array_equal(norm.actions.stats.b, tensors["action.q99"].double().numpy())
+    assert norm.state.dim == 8 and norm.actions.dim == 7 and norm.state.rule == "lerobot"
+    with pytest.raises(NormStatsError, match="disagree"):
+        stats.load_lerobot_stats(d, NormKind.MEAN_STD, NormKind.BOUNDS_Q01_Q99, "pi05")
+    pre = json.loads((d / "policy_preprocessor.json").read_text())
+    for step in pre["steps"]:
+        step.pop("state_file", None)
+    (d / "policy_preprocessor.json").write_text(json.dumps(pre))
+    with pytest.raises(NormStatsError, match="base checkpoint"):
+        stats.load_lerobot_stats(d, NormKind.BOUNDS_Q01_Q99, NormKind.BOUNDS_Q01_Q99, "pi05")
+
+
+# -- layouts and recipes ----------------------------------------------------------------------------
+def test_layout_variant_and_recipe_are_read_from_each_tiny_checkpoint(tiny, tmp_path):
+    expect = {
+        "openpi-pi0": ("openpi", "pi0", "pi0_libero", 50, "pi0", 48, True, NormKind.MEAN_STD),
+        "openpi-pi05": ("openpi", "pi05", "pi05_libero", 10, "pi05_libero", 200, False, NormKind.BOUNDS_Q01_Q99),
+        "lerobot-pi0": ("lerobot", "pi0", "lerobot:pi0", 50, "lerobot_pi0", 48, False, NormKind.MEAN_STD),
+        "lerobot-pi05": ("lerobot", "pi05", "lerobot:pi05", 50, "pi05_state", 200, False, NormKind.BOUNDS_Q01_Q99),
+    }
+    for name, (layout, variant, prov, horizon, fmt, max_len, delta, kind) in expect.items():
+        ckpt = config.read_checkpoint(tiny[name])
+        got = (ckpt.layout, ckpt.variant, ckpt.provenance, ckpt.action_horizon, ckpt.prompt_format,
+               ckpt.max_token_len, ckpt.delta_actions, ckpt.state_kind)
+        assert got == (layout, variant, prov, horizon, fmt, max_len, delta, kind), name
+    assert config.read_checkpoint(tiny["openpi-pi0"]).reference_precision == "bfloat16"
+    assert config.read_checkpoint(tiny["lerobot-pi0"]).reference_precision == "float32"
+    assert config.read_checkpoint(tiny["lerobot-pi05"]).n_action_steps == 10
+    parent = tmp_path / "run"  # a LeRobot training output: <run>/pretrained_model/
+    shutil.copytree(tiny["lerobot-pi05"], parent / "pretrained_model")
+    assert config.read_checkpoint(parent).path == parent / "pretrained_model"
+
+
+def test_configured_variant_recipe_or_horizon_that_disagree_are_errors(tiny, copy, tmp_path):
+    with pytest.raises(CheckpointError, match="holds a pi0 model but variant='pi05'"):
+        config.read_checkpoint(tiny["openpi-pi0"], variant="pi05")
+    with pytest.raises(CheckpointError, match="is a pi05 recipe"):
+        config.read_checkpoint(tiny["openpi-pi0"], openpi_config="pi05_libero")
+    with pytest.raises(CheckpointError, match="openpi-PyTorch dirs only"):
+        config.read_checkpoint(tiny["lerobot-pi0"], openpi_config="pi0_libero")
+    d = copy("openpi-pi05")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "action_horizon": 50}))
+    with pytest.raises(CheckpointError, match="action_horizon=50"):
+        config.read_checkpoint(d)
+    d = copy("lerobot-pi0")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "type": "pi05"}))
+    with pytest.raises(CheckpointError, match="type='pi05'"):
+        config.read_checkpoint(d)
+    (d / "config.json").write_text(json.dumps({**cfg, "type": "smolvla"}))
+    with pytest.raises(CheckpointError, match="reads LeRobot pi0 and pi05"):
+        config.read_checkpoint(d)
+    orbax = tmp_path / "pi05_libero"
+    (orbax / "params").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="convert_jax_model_to_pytorch"):
+        config.read_checkpoint(orbax)
+
+
+# -- key rules --------------------------------------------------------------------------------------
+def test_loaded_network_holds_every_tensor_of_the_file_under_openpi_names(tiny):
+    for name in tiny:
+        ckpt = config.read_checkpoint(tiny[name])
+        model = loader.build_model(ckpt)
+        file = load_file(ckpt.weights)
+        own = model.state_dict()
+        prefix = "model." if ckpt.layout == "lerobot" else ""
+        for key, value in file.items():
+            key = key[len(prefix):]
+            if key == EXPERT_LM_HEAD_KEY:
+                assert key not in own  # the references' unused expert head is dropped
+                continue
+            if not ckpt.pi05:
+                key = key.replace("time_mlp_", "action_time_mlp_") if key.startswith("time_mlp_") else key
+            torch.testing.assert_close(own[key], value, rtol=0, atol=0, msg=f"{name}: {key}")
+        torch.testing.assert_close(own[EMBED_KEY], file[prefix + LM_HEAD_KEY], rtol=0, atol=0)  # tied
+
+
+def test_sizes_come_from_the_tensors_and_a_named_variant_that_disagrees_warns(tiny):
+    ckpt = config.read_checkpoint(tiny["openpi-pi05"])
+    state = loader.load_state(ckpt)
+    with pytest.warns(UserWarning, match="do not match Gemma variant 'gemma_300m': width 16 .variant 1024."):
+        dims = loader.model_dims(state, ckpt)
+    assert (dims.paligemma.width, dims.expert.width, dims.action_horizon, dims.pi05) == (32, 16, 10, True)
+
+
+def test_lerobot_pi0_files_with_either_time_mlp_naming_load(copy):
+    d = copy("lerobot-pi0")
+    state = load_file(d / "model.safetensors")
+    assert "model.time_mlp_in.weight" in state
+    save_file({k.replace("model.time_mlp_", "model.action_time_mlp_"): v for k, v in state.items()},
+              str(d / "model.safetensors"))
+    model = loader.build_model(config.read_checkpoint(d))
+    torch.testing.assert_close(model.action_time_mlp_in.weight, state["model.time_mlp_in.weight"])
+
+
+def test_the_reference_save_model_file_loads_with_its_own_embedding(tmp_path):
+    """LeRobot 0.6.1's save_model writes embed_tokens and an untied lm_head: the embedding is used."""
+    for variant in ("pi0", "pi05"):
+        d = tmp_path / variant
+        d.mkdir()
+        shutil.copy(DATA / f"pi0_ref_{variant}.safetensors", d / "model.safetensors")
+        (d / "config.json").write_text(json.dumps({"action_dim": 32, "action_horizon": 50 if variant == "pi0" else 10,
+                                                   "paligemma_variant": "gemma_2b",
+                                                   "action_expert_variant": "gemma_300m", "precision": "float32"}))
+        model = loader.build_model(config.read_checkpoint(d))
+        ref = load_file(d / "model.safetensors")
+        torch.testing.assert_close(model.state_dict()[EMBED_KEY], ref[EMBED_KEY], rtol=0, atol=0)
+
+
+def test_old_naming_mixed_prefixes_and_missing_or_extra_keys_are_refused(copy):
+    d = copy("lerobot-pi05")
+    state = load_file(d / "model.safetensors")
+
+    def refused(new_state: dict, match: str) -> None:
+        save_file(new_state, str(d / "model.safetensors"))
+        with pytest.raises(CheckpointError, match=match):
+            loader.build_model(config.read_checkpoint(d))
+
+    old = {k.replace("paligemma_with_expert.paligemma.model.language_model.",
+                     "paligemma_with_expert.paligemma.language_model.model."): v for k, v in state.items()}
+    refused(old, "pre-Oct-2025 LeRobot naming")
+    mixed = dict(state)
+    mixed["action_in_proj.weight"] = mixed.pop("model.action_in_proj.weight")
+    refused(mixed, "some keys have the 'model.' prefix")
+    missing = {k: v for k, v in state.items() if k != "model.action_out_proj.bias"}
+    refused(missing, "does not match the pi05 network")
+    refused({**state, "model.unexpected.weight": torch.zeros(1)}, "does not match the pi05 network")
+
+
+# -- LIBERO processing ------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(256, 256), (224, 224), (200, 300)])
+def test_reference_image_equals_openpis_client_on_the_raw_frame(shape):
+    """vla_gym's upright frame -> the image openpi's LIBERO client computes from the raw sim frame."""
+    from openpi_client import image_tools
+
+    raw = np.ascontiguousarray(np.resize(make_frame(max(shape)), (*shape, 3)))  # bottom-up, as the simulator
+    client = image_tools.convert_to_uint8(
+        image_tools.resize_with_pad(np.ascontiguousarray(raw[::-1, ::-1]), 224, 224))
+    np.testing.assert_array_equal(processing.REFERENCE_IMAGE(upright(raw)), client)
+
+
+def test_image_batch_scales_to_minus_one_one_and_masks_the_empty_slot():
+    raw = make_frame(256)
+    obs = [{"images": {"agentview": upright(raw), "wrist": upright(raw[:, ::-1].copy())}}]
+    images, masks = processing.image_batch(obs, ("agentview", "wrist", None))
+    assert images.shape == (3, 1, 3, 224, 224) and masks.tolist() == [[True], [True], [False]]
+    ref = processing.REFERENCE_IMAGE(upright(raw))
+    np.testing.assert_allclose(images[0, 0], ref.transpose(2, 0, 1) / 255.0 * 2 - 1, atol=1e-6)
+    assert (images[2] == -1.0).all()  # zero image -> -1, as openpi's zeros and LeRobot's -1 padding
+    with pytest.raises(KeyError, match="no image for camera 'wrist'"):
+        processing.image_batch([{"images": {"agentview": upright(raw)}}], ("agentview", "wrist"))
+
+
+def test_camera_slots_of_both_layouts():
+    assert processing.slot_cameras(config.OPENPI_IMAGE_SLOTS, "x") == ("agentview", "wrist", None)
+    lerobot = ("observation.images.image", "observation.images.image2", "observation.images.empty_camera_0")
+    assert processing.slot_cameras(lerobot, "x") == ("agentview", "wrist", None)
+    with pytest.raises(CheckpointError, match="no LIBERO camera"):
+        processing.slot_cameras(("observation.images.top",), "x")
+
+
+def test_actions_are_unnormalised_made_absolute_for_pi0_libero_and_cut_to_seven():
+    norm = stats.FeatureNorm(NormStats.from_mapping(NormKind.MEAN_STD, {"mean": np.arange(7.0), "std": np.ones(7)},
+                                                    eps=1e-6), "openpi")
+    out = np.zeros((2, 3, 32))
+    out[..., :7] = 1.0
+    state = np.arange(16.0).reshape(2, 8) * 10
+    rel = processing.to_env_actions(out, norm, state, delta_actions=False, output_dim=7)
+    assert rel.shape == (2, 3, 7) and rel.dtype == np.float32
+    np.testing.assert_allclose(rel[0, 0], np.arange(7.0) + 1 + 1e-6, rtol=1e-6)
+    absolute = processing.to_env_actions(out, norm, state, delta_actions=True, output_dim=7)
+    np.testing.assert_allclose(absolute[..., :6] - rel[..., :6], np.broadcast_to(state[:, None, :6], (2, 3, 6)),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(absolute[..., 6], rel[..., 6])  # gripper stays absolute
+    assert processing.pad_state(np.ones((2, 8)), 32)[:, 8:].sum() == 0
