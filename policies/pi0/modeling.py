@@ -14,7 +14,8 @@ are the same with a ``model.`` prefix), see :data:`STATE_DICT_NOTES`. Sampling f
    AdaRMS-conditioned on ``swish(time_mlp_out(swish(time_mlp_in(time_emb))))``. The suffix sees
    every valid prefix token and the ar-mask blocks; positions continue after the valid prefix.
 3. ``v_t = action_out_proj(expert_out[:, -H:])``; ``x <- x + dt * v_t``, ``dt = -1/num_steps``,
-   ``t = 1 + step * dt`` (1 -> 0), starting from the caller's noise.
+   t from 1 towards 0 (openpi accumulates ``t += dt`` in float32, LeRobot forms ``1 + step*dt``:
+   ``time_schedule``), starting from the caller's noise.
 
 Time embedding: sin-cos over ``expert.width`` features, periods ``4e-3 .. 4.0`` geometric,
 computed in float64 then cast to float32 (as both references on CPU/CUDA).
@@ -40,6 +41,7 @@ from vla_gym.policies.toolkit.errors import CheckpointError
 if TYPE_CHECKING:  # pragma: no cover
     from vla_gym.policy import StageTimer
 
+TIME_SCHEDULES = ("openpi", "lerobot")
 MIN_PERIOD = 4e-3
 MAX_PERIOD = 4.0
 GEMMA_HEADS = 8  # published head counts: openpi gemma.get_config (all variants), SigLIP So400m
@@ -398,17 +400,23 @@ class Pi0Model(nn.Module):
 
     # -- precision -------------------------------------------------------------------------------
     def set_precision(self, dtype: torch.dtype, keep_fp32: Sequence[str] = OPENPI_FP32_KEEP) -> None:
-        """Cast to ``dtype``; for bf16 keep parameters whose name contains a ``keep_fp32`` entry in fp32.
+        """The references' precision policy: ``paligemma_with_expert`` in ``dtype`` except ``keep_fp32``.
 
-        The default is openpi's list (patch/position embeddings and all Gemma norms, incl. AdaRMS
-        ``dense``); :data:`LEROBOT_FP32_KEEP` is LeRobot >= 0.6's (whole vision tower + projector).
+        Both references cast only ``PaliGemmaWithExpertModel`` (``to_bfloat16_for_selected_params`` is
+        its method, called by its ``__init__`` and by openpi's loader); the top-level projections
+        (``action_in_proj``, ``action_out_proj``, ``state_proj``, ``action_time_mlp_*``,
+        ``time_mlp_*``) stay float32. Inside, parameters whose name (relative to
+        ``paligemma_with_expert``) contains a ``keep_fp32`` entry stay float32: the default is
+        openpi's list (patch/position embeddings and all Gemma norms incl. AdaRMS ``dense``);
+        :data:`LEROBOT_FP32_KEEP` is LeRobot >= 0.6's (adds the whole vision tower and projector).
         """
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"precision {dtype} unsupported; use torch.float32 or torch.bfloat16")
-        self.to(dtype)
+        self.to(torch.float32)
         if dtype == torch.float32:
             return
-        for name, param in self.named_parameters():
+        self.paligemma_with_expert.to(dtype)
+        for name, param in self.paligemma_with_expert.named_parameters():
             if any(sel in name for sel in keep_fp32):
                 param.data = param.data.to(torch.float32)
 
@@ -466,7 +474,7 @@ class Pi0Model(nn.Module):
             cond = F.silu(self.time_mlp_out(cond.to(input_dtype(self.time_mlp_out, dtype))))
             ar = torch.zeros(horizon, dtype=torch.bool, device=x_t.device)
             ar[0] = True
-            return actions.to(dtype), ar, cond.to(dtype)
+            return actions.to(dtype), ar, cond  # cond keeps its dtype: AdaRMS casts it for `dense`
         state_tok = self.state_proj(state.to(input_dtype(self.state_proj, dtype)))[:, None, :]
         mixed = torch.cat([actions, emb[:, None, :].expand(-1, horizon, -1).to(actions.dtype)], dim=2)
         hidden = F.silu(self.action_time_mlp_in(mixed.to(input_dtype(self.action_time_mlp_in, dtype))))
@@ -501,6 +509,7 @@ class Pi0Model(nn.Module):
         noise: Tensor,
         num_steps: int = 10,
         timer: StageTimer | None = None,
+        time_schedule: str = "openpi",
     ) -> Tensor:
         """Integrate the flow from ``noise`` (t = 1) to actions (t = 0) with ``num_steps`` Euler steps.
 
@@ -512,6 +521,9 @@ class Pi0Model(nn.Module):
             noise: (B, action_horizon, action_dim) float32.
             num_steps: Euler steps (the references use 10).
             timer: Optional; stages "vision", "prefix" (once per call) and "denoise" (all steps).
+            time_schedule: How t is formed, as each reference: "openpi" accumulates ``t += dt`` in
+                float32 (t = 1, 0.9, 0.8000001, ...), "lerobot" computes ``1 + step * dt`` in float64
+                then float32. The schedules differ by < 1e-7 in t, ~2e-5 in the tiny fixtures' actions.
 
         Returns:
             (B, action_horizon, action_dim) float32.
@@ -524,12 +536,17 @@ class Pi0Model(nn.Module):
             raise ValueError(f"state must be {(b, d.action_dim)} (normalised, zero-padded), got {tuple(state.shape)}")
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if time_schedule not in TIME_SCHEDULES:
+            raise ValueError(f"time_schedule must be one of {TIME_SCHEDULES}, got {time_schedule!r}")
         cache, prefix_pad = self._prefix(images, image_masks, tokens, token_masks, timer)
         stage = timer if timer is not None else _nullcontext
         with stage("denoise"):
-            dt = -1.0 / num_steps
             x_t = noise.to(torch.float32)
+            dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=x_t.device)
+            t = torch.ones((), dtype=torch.float32, device=x_t.device)
             for step in range(num_steps):
-                t = torch.full((b,), 1.0 + step * dt, dtype=torch.float32, device=x_t.device)
-                x_t = x_t + dt * self.denoise_step(cache, prefix_pad, state, x_t, t)
+                if time_schedule == "lerobot":
+                    t = torch.tensor(1.0 + step * (-1.0 / num_steps), dtype=torch.float32, device=x_t.device)
+                x_t = x_t + dt * self.denoise_step(cache, prefix_pad, state, x_t, t.expand(b))
+                t = t + dt
         return x_t
