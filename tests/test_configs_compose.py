@@ -131,6 +131,26 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
+def tiny_tinyvla(tmp_path_factory) -> dict[str, Path]:
+    """TinyVLA's tiny base VLM + LoRA run (``base``, ``checkpoint``, ...), from its public make_tiny."""
+    pytest.importorskip("diffusers")
+    from vla_gym.policies.tinyvla.make_tiny import write_tiny_tinyvla
+
+    return write_tiny_tinyvla(tmp_path_factory.mktemp("tiny_tinyvla"))
+
+
+@pytest.fixture(scope="module")
+def tiny_pi0(tmp_path_factory) -> dict[str, Path]:
+    """Tiny pi0 (openpi-PyTorch layout) and pi0.5 (LeRobot layout) dirs, from their public make_tiny."""
+    pytest.importorskip("sentencepiece")
+    from vla_gym.policies.pi0.make_tiny import write_tiny_pi0
+
+    root = tmp_path_factory.mktemp("tiny_pi0")
+    return {"pi0": write_tiny_pi0(root / "pi0-openpi", "openpi", "pi0"),
+            "pi05": write_tiny_pi0(root / "pi05-lerobot", "lerobot", "pi05")}
+
+
+@pytest.fixture(scope="module")
 def policy_server_port():
     """A vla_gym policy server (random policy) on a loopback port, for policy=remote."""
     pytest.importorskip("websockets")
@@ -161,6 +181,10 @@ REQUIRED_VALUES: dict[str, Callable[[Any, Path], list[str]]] = {
     "remote": lambda req, tmp: [f"policy.port={req.getfixturevalue('policy_server_port')}",
                                 "policy.connect_timeout_s=10"],
     "replay": lambda req, tmp: [f"policy.actions={_replay_file(tmp)}"],
+    "tinyvla": lambda req, tmp: [f"policy.checkpoint={req.getfixturevalue('tiny_tinyvla')['checkpoint']}",
+                                 f"policy.model_base={req.getfixturevalue('tiny_tinyvla')['base']}"],
+    "pi0": lambda req, tmp: [f"policy.checkpoint={req.getfixturevalue('tiny_pi0')['pi0']}"],
+    "pi05": lambda req, tmp: [f"policy.checkpoint={req.getfixturevalue('tiny_pi0')['pi05']}"],
 }
 
 
