@@ -112,7 +112,9 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         k = k.repeat_interleave(groups, dim=1)
         v = v.repeat_interleave(groups, dim=1)
     scores = torch.matmul(q, k.transpose(2, 3)) * (q.shape[-1] ** -0.5)
-    scores = scores + mask.to(scores.dtype)
+    # The mask stays float32, so the sum is float32 for bf16/fp16 scores (type promotion), as in both
+    # references; MASK_VALUE would be -inf in fp16 and turn fully masked (padding) rows into NaN.
+    scores = scores + mask.float()
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     out = torch.matmul(weights, v)
     return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)

@@ -314,3 +314,20 @@ def test_rejects_bad_shapes():
         model.sample_actions(**dict(x, state=x["state"][:, :8]))
     with pytest.raises(ValueError, match="images must be"):
         model.sample_actions(**dict(x, images=[torch.zeros(2, 3, 16, 16)] * 3))
+
+
+@pytest.mark.parametrize("name", ["fp16", "int8"])
+def test_runs_under_quantization_settings(name):
+    """Plain fp16 cast (the additive mask stays fp32: fp16 -2.38e38 = -inf would NaN padded rows) and int8."""
+    from vla_gym.quantization import apply_quantization
+
+    model = _random_model(True)
+    x = _random_inputs(model, 2)
+    ref = model.sample_actions(**x)
+    node = {"name": name, "dtype": "bf16"} if name == "int8" else name
+    if name == "int8":
+        pytest.importorskip("optimum.quanto")
+    apply_quantization(model, node, "cpu", skip_modules=("lm_head",))
+    out = model.sample_actions(**x)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()
