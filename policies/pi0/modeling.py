@@ -61,11 +61,12 @@ STATE_DICT_NOTES = f"""\
 Pi0Model.state_dict() keys = openpi PI0Pytorch.state_dict() keys, with two decisions:
 - {LM_HEAD_KEY} is TIED to {EMBED_KEY} (one Parameter, both keys in state_dict()). The network
   reads only embed_tokens (no text is generated; lm_head is not an nn.Linear, never quantized).
-  Files differ: openpi-converted ones (transformers 4.53, tied, save_model keeps the sorted-first
-  name) hold only lm_head.weight; LeRobot 0.6.1 + transformers 5.5 modules are untied and
-  save_model writes both (verified: tests/policies/data/pi0_ref_keys.json); released LeRobot files
-  are reported to lack embed_tokens. :func:`canonical_state_dict` fills both keys from
-  embed_tokens if present, else from lm_head (what LeRobot's _fix_pytorch_state_dict_keys copies).
+  Files differ (verified by running both references' save_model, tests/policies/data/pi0_*_keys.json):
+  openpi (transformers 4.53.2 + transformers_replace: tied; save_model keeps the sorted-first name)
+  writes only lm_head.weight; LeRobot 0.6.1 (transformers 5.5.4: untied modules) writes both.
+  Released LeRobot files are reported to lack embed_tokens. :func:`canonical_state_dict` fills
+  both keys from embed_tokens if present (the tensor the network reads), else from lm_head, as
+  LeRobot's _fix_pytorch_state_dict_keys does for files without embed_tokens.
 - {EXPERT_LM_HEAD_KEY} does NOT exist here: both references' modules carry an unused
   (vocab x expert width) head for the expert (GemmaForCausalLM minus embed_tokens) and save_model
   writes it to the file; :func:`canonical_state_dict` drops exactly that key (263M params at real size).
