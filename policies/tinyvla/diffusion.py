@@ -4,10 +4,13 @@
 clip_sample=True, set_alpha_to_one=True, steps_offset=0, prediction_type='epsilon')``,
 ``set_timesteps(10)`` (t = 90, 80, ..., 0), ``step(noise_pred, t, x).prev_sample`` (eta = 0).
 
-The scheduler math runs in float32 whatever the model dtype: the original hands the scheduler
-samples in the model's dtype (fp16 on load), so its update is rounded to that dtype at every step
-(see tests/policies/test_tinyvla.py for what a half-precision scheduler does). Only the UNet runs
-in the model dtype; its input is cast to it and its output back to float32.
+The scheduler math runs in float32 whatever the model dtype; only the UNet runs in the model
+dtype (input cast to it, output cast back). The original hands the scheduler samples in the model
+dtype, so each DDIM update is rounded to bf16/fp16. Measured against the original's code
+(tests/policies/test_tinyvla_reference.py, tiny head, max |a - a_fp32| of the normalised chunk):
+the original all-bf16 0.030, a bf16 head with this fp32 scheduler 0.0064, an fp16 head 0.0012 (the
+original cannot run fp16 at all: its bf16 time embedding meets fp16 Linear weights, a dtype error).
+No NaN in any of these runs.
 """
 
 from __future__ import annotations

@@ -59,6 +59,10 @@ def write_tokenizer(out: Path) -> int:
     tok.train_from_iterator(_corpus(), trainer)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
+    # merges as "a b" strings, the format of Pythia's own tokenizer.json (readable by tokenizers 0.15 too)
+    data = json.loads((out / "tokenizer.json").read_text())
+    data["model"]["merges"] = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+    (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
     special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=1))
     (out / "tokenizer_config.json").write_text(json.dumps(

@@ -5,7 +5,8 @@ Two deliberate differences, neither changing the fp32 math:
 
 - The sinusoidal diffusion-step embedding is computed in float32 and cast to the first Linear's
   dtype. The original hard-codes ``torch.bfloat16`` there, which only runs when the whole head is
-  bf16 (an fp32 or fp16 head raises a dtype mismatch); at fp32 this is the original's formula.
+  bf16 (an fp16 head raises ``mat1 and mat2 must have the same dtype``, checked against the original
+  in tests/policies/test_tinyvla_reference.py); at fp32 this is the original's formula, verified equal.
 - Conditioning (mean pool -> LayerNorm -> cat state -> ``combine``) is :meth:`condition`, run once
   per call instead of once per denoising step: the original recomputes the same value 10 times.
   The pool is the mean over each row's *real* tokens (:class:`~.modeling.LlavaPythia` pools), which

@@ -299,3 +299,40 @@ def test_short_libero_rollout_with_the_tiny_lora_checkpoint(tiny, tmp_path, subp
     assert record["policy_queries"] == 6  # temporal ensembling queries every step
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert meta["policy_info"]["chunk_size"] == 8 and meta["chunk"]["mode"] == "temporal_ensemble"
+
+
+# ---- action transforms ----------------------------------------------------------------------
+def test_delta_rot6d_matches_robosuite_axis_angle():
+    """rot6d (first two rows of R) -> axis-angle, for rotations built with the env's robosuite conversions."""
+    import robosuite.utils.transform_utils as T
+
+    from vla_gym.policies.tinyvla.actions import matrix_to_axis_angle, rot6d_to_matrix, to_env_actions
+
+    rng = np.random.default_rng(0)
+    rotvecs = rng.normal(size=(40, 3))
+    rotvecs[:5] *= 1e-4  # tiny rotations
+    rotvecs[5:10] *= 3.0 / np.linalg.norm(rotvecs[5:10], axis=1, keepdims=True)  # near pi
+    mats = np.stack([T.quat2mat(T.axisangle2quat(v)) for v in rotvecs])
+    d6 = mats[:, :2, :].reshape(-1, 6) * rng.uniform(0.5, 2.0, size=(40, 1))  # unnormalised, as a network outputs
+    ref = rotvecs  # all angles < pi, so the axis-angle of each matrix is unique
+    np.testing.assert_allclose(matrix_to_axis_angle(rot6d_to_matrix(d6)), ref, atol=1e-5)
+    np.testing.assert_allclose(rot6d_to_matrix(d6), mats, atol=1e-6)
+    # and robosuite's own inverse (float32 inside; it returns 0 below its small-angle threshold)
+    back = np.stack([T.quat2axisangle(T.mat2quat(m)) for m in mats[5:]])
+    np.testing.assert_allclose(matrix_to_axis_angle(rot6d_to_matrix(d6[5:])), back, atol=5e-4)
+    acts = np.concatenate([rng.normal(size=(40, 3)), d6, rng.uniform(-1, 1, size=(40, 1))], axis=1)
+    env = to_env_actions(acts.reshape(4, 10, 10), "delta_rot6d").reshape(40, 7)
+    np.testing.assert_allclose(env[:, 3:6], ref, atol=1e-5)
+    np.testing.assert_allclose(env[:, [0, 1, 2, 6]], acts[:, [0, 1, 2, 9]], atol=1e-6)
+
+
+def test_action_transform_refuses_what_cannot_be_converted():
+    from vla_gym.policies.tinyvla.actions import ActionTransformError, resolve_transform
+
+    assert resolve_transform("auto", 7) == "identity"
+    with pytest.raises(ActionTransformError, match="delta_rot6d"):
+        resolve_transform("auto", 10)
+    with pytest.raises(ActionTransformError, match="absolute"):
+        resolve_transform("absolute_rot6d", 10)
+    with pytest.raises(ActionTransformError, match="needs 10-D"):
+        resolve_transform("delta_rot6d", 7)
