@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -377,8 +377,16 @@ def _additive(allowed: Tensor) -> Tensor:
     return torch.where(allowed[:, None], 0.0, MASK_VALUE).to(torch.float32)
 
 
-def _nullcontext(_: str) -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext()
+@contextlib.contextmanager
+def _stage(timer: StageTimer | None, name: str, device: torch.device) -> Iterator[None]:
+    """Time a stage when a timer is given; on CUDA wait for the stage's kernels so the split is real."""
+    if timer is None:
+        yield
+        return
+    with timer(name):
+        yield
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
 
 class Pi0Model(nn.Module):
@@ -412,7 +420,7 @@ class Pi0Model(nn.Module):
         :data:`LEROBOT_FP32_KEEP` is LeRobot >= 0.6's (adds the whole vision tower and projector).
         """
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            raise ValueError(f"precision {dtype} unsupported; use torch.float32 or torch.bfloat16")
+            raise ValueError(f"precision {dtype} unsupported; use torch.float32, torch.bfloat16 or torch.float16")
         self.to(torch.float32)
         if dtype == torch.float32:
             return
@@ -443,17 +451,16 @@ class Pi0Model(nn.Module):
         timer: StageTimer | None,
     ) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
         """Vision + one PaliGemma pass: (KV cache, prefix pad mask (B, P))."""
-        stage = timer if timer is not None else _nullcontext
         if len(images) != len(image_masks) or not images:
             raise ValueError(f"got {len(images)} images and {len(image_masks)} image masks (need >= 1 each)")
         lm = self.paligemma_with_expert.paligemma.model.language_model
-        with stage("vision"):
+        with _stage(timer, "vision", tokens.device):
             embs, pads = [], []
             for image, mask in zip(images, image_masks, strict=True):
                 emb = self.embed_images(image)
                 embs.append(emb)
                 pads.append(mask.to(torch.bool)[:, None].expand(emb.shape[0], emb.shape[1]))
-        with stage("prefix"):
+        with _stage(timer, "prefix", tokens.device):
             lang = lm.embed_tokens(tokens)
             embs.append((lang * math.sqrt(lang.shape[-1])).to(self.compute_dtype))
             pads.append(token_masks.to(torch.bool))
@@ -540,8 +547,7 @@ class Pi0Model(nn.Module):
         if time_schedule not in TIME_SCHEDULES:
             raise ValueError(f"time_schedule must be one of {TIME_SCHEDULES}, got {time_schedule!r}")
         cache, prefix_pad = self._prefix(images, image_masks, tokens, token_masks, timer)
-        stage = timer if timer is not None else _nullcontext
-        with stage("denoise"):
+        with _stage(timer, "denoise", tokens.device):
             x_t = noise.to(torch.float32)
             dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=x_t.device)
             t = torch.ones((), dtype=torch.float32, device=x_t.device)
