@@ -126,10 +126,16 @@ class Pi0Dims:
     pi05: bool
 
 
-# openpi src/openpi/models/gemma.py get_config (LeRobot get_gemma_config has the first two).
+# openpi src/openpi/models/gemma.py get_config (LeRobot get_gemma_config has gemma_2b / gemma_300m).
+# The *_lora variants (openpi LoRA fine-tuning configs) have the base sizes; their LoRA ranks only
+# matter for training.
+_GEMMA_2B = GemmaDims(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256)
+_GEMMA_300M = GemmaDims(width=1024, depth=18, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256)
 VARIANTS: dict[str, GemmaDims] = {
-    "gemma_2b": GemmaDims(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256),
-    "gemma_300m": GemmaDims(width=1024, depth=18, mlp_dim=4096, num_heads=8, num_kv_heads=1, head_dim=256),
+    "gemma_2b": _GEMMA_2B,
+    "gemma_2b_lora": _GEMMA_2B,
+    "gemma_300m": _GEMMA_300M,
+    "gemma_300m_lora": _GEMMA_300M,
     "dummy": GemmaDims(width=64, depth=4, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=16),
 }
 SO400M = SiglipDims(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=14, image_size=224)

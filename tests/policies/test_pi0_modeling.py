@@ -149,6 +149,7 @@ def test_real_sizes_read_back_from_shapes(pi05):
     assert dims == real
     assert check_variant(dims.paligemma, "gemma_2b") is None
     assert check_variant(dims.expert, "gemma_300m") is None
+    assert check_variant(dims.expert, "gemma_300m_lora") is None  # openpi LoRA configs name these
     warning = check_variant(dims.expert, "gemma_2b")
     assert warning is not None and "width 1024 (variant 2048)" in warning
     assert "unknown" in check_variant(dims.expert, "gemma_7b")
