@@ -166,11 +166,15 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         raise NotImplementedError
 
     def _build_sim_checking_cameras(self) -> Any:
-        """:meth:`_build_sim`; if it fails with cameras requested, name an unknown camera clearly.
+        """:meth:`_build_sim`, with an unknown camera named clearly instead of robosuite's error.
 
         robosuite only says "sensor ... is invalid" for a camera the scene lacks, and the valid
-        names are known only from a built scene, so a camera-less one is built to list them.
+        names are known only from a built scene, so a camera-less one is built to list them:
+        first, for names outside :data:`contract.SCENE_CAMERAS` (no half-built sim is left behind),
+        or after a failed build with standard names (a scene that lacks one of them).
         """
+        if any(contract.mujoco_camera_name(c) not in contract.SCENE_CAMERAS for c in self.cameras):
+            self._probe_cameras()
         try:
             return self._build_sim()
         except Exception as exc:
@@ -178,6 +182,11 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
                 raise
             failure = exc.with_traceback(None)  # drop the frames that hold the half-built sim ...
         gc.collect()  # ... so its GL context is freed now, while EGL is still up
+        self._probe_cameras()
+        raise failure
+
+    def _probe_cameras(self) -> None:
+        """Build the scene without cameras and raise ``ValueError`` for a requested camera it lacks."""
         requested, self.cameras = self.cameras, ()
         probe = self._build_sim()
         try:
@@ -189,7 +198,6 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
             with contextlib.suppress(Exception):
                 probe.close()
             gc.collect()
-        raise failure
 
     def _camera_obs_kwargs(self) -> dict[str, Any]:
         """robosuite constructor arguments that observe exactly ``self.cameras`` at ``image_size``."""

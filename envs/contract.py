@@ -35,6 +35,14 @@ import numpy as np
 CAMERA_ALIASES: dict[str, str] = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
 """Policy-facing camera name -> MuJoCo camera name."""
 
+SCENE_CAMERAS: frozenset[str] = frozenset({
+    "agentview", "birdview", "frontview", "sideview", "robot0_robotview", "robot0_eye_in_hand", "galleryview",
+})
+"""MuJoCo cameras of robosuite's standard arenas (LIBERO's scenes add ``galleryview``). A requested
+camera outside this set is checked against a camera-less build of the scene *before* the real
+one: a robosuite build that fails on an unknown camera leaves a half-built GL context behind,
+which EGL reports as an error at interpreter exit."""
+
 ACTION_DIM = 7
 STATE_DIM = 8
 NUM_ARM_JOINTS = 7

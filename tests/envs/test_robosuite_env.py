@@ -116,6 +116,21 @@ def test_unknown_task_and_camera_errors_name_valid_choices():
         _make(cameras=("nope",))
 
 
+def test_unknown_camera_error_leaves_no_half_built_gl_context(subprocess_env):
+    """The clear error comes from a camera-less probe built first, so no failed robosuite build leaves
+    a GL context behind for EGL to report at interpreter exit (it printed an EGLError traceback)."""
+    import subprocess
+    import sys
+
+    code = ("from vla_gym.envs.robosuite_tasks import RobosuiteEnv\n"
+            "try:\n    RobosuiteEnv(task='Lift', cameras=('nope',), image_size=64).reset(seed=0)\n"
+            "except ValueError as exc:\n    print('refused:', exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env,
+                          timeout=300)
+    assert proc.returncode == 0 and "refused: unknown camera 'nope'" in proc.stdout, proc.stderr[-2000:]
+    assert "EGLError" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-2000:]
+
+
 def test_two_builds_of_a_task_are_the_same_scene():
     """robosuite samples Lift's cube size at build time; vla_gym seeds it, so builds agree."""
     a, b = _make(privileged=True), _make(privileged=True)
