@@ -214,7 +214,7 @@ def test_resize_reproduces_tensorflows_rounding_ties():
 def test_rounding_ties_catch_weights_off_by_one_ulp(monkeypatch):
     """The tie image fails weights computed with numpy's float32 sin (the previous implementation)."""
     tf = np.load(DATA / "tf_lanczos3.npz")
-    monkeypatch.setattr(images, "sinf", lambda x: np.sin(np.asarray(x, dtype=np.float32)))
+    monkeypatch.setattr(tf_image, "sinf", lambda x: np.sin(np.asarray(x, dtype=np.float32)))
     _clear_lanczos_caches()
     try:
         wrong = tf_image.tf_lanczos3_resize_numpy(tf["tie_image"], 224)
