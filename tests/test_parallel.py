@@ -137,3 +137,23 @@ def test_evaluate_from_python_and_shards_that_merge_into_the_unsharded_run(tmp_p
 
     with pytest.raises(ConfigError, match="shard"):
         vla_gym.evaluate("random", env="robosuite_lift", output_dir=tmp_path / "x", shard="2/2")
+
+
+def test_worker_egl_devices_are_checked_before_anything_is_written_and_used_by_the_workers(tmp_path):
+    """An EGL device index this machine lacks is one clear error before any worker starts (it used to
+    fail inside every worker's first render, episode after episode); device 0 renders in both workers."""
+    import vla_gym
+    from vla_gym.plan import ConfigError, egl_device_count
+
+    count = egl_device_count()
+    if count is None:
+        pytest.skip("EGL device enumeration is unavailable here")
+    opts = dict(env="robosuite_lift", episodes=2, max_steps=3, num_envs=2, video={"enabled": False},
+                overrides=("policy.cameras=[agentview]", "policy.image_size=64"))
+    with pytest.raises(ConfigError, match=f"{count} EGL device"):
+        vla_gym.evaluate("random", output_dir=tmp_path / "bad", worker_egl_devices=[0, count], **opts)
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    with pytest.raises(ConfigError, match="worker_egl_devices"):
+        vla_gym.evaluate("random", output_dir=tmp_path / "bad2", worker_egl_devices=[], **opts)
+    res = vla_gym.evaluate("random", output_dir=tmp_path / "ok", worker_egl_devices=[0], **opts)
+    assert res["overall"]["episodes"] == 2 and res["overall"]["errors"] == 0

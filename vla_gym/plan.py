@@ -202,6 +202,37 @@ def check_policy_paths(policy_cfg: Any) -> None:
             raise ConfigError(f"policy.{key}: no such file or directory: {path}")
 
 
+def egl_device_count() -> int | None:
+    """EGL devices this process can see (``eglQueryDevicesEXT``; no display or context is created),
+    or None where the EGL backend is not in use or cannot be queried."""
+    import os
+
+    if os.environ.get("MUJOCO_GL", "").lower() != "egl":
+        return None
+    try:
+        from mujoco.egl import egl_ext
+
+        return len(egl_ext.eglQueryDevicesEXT())
+    except Exception:  # no libEGL / no device-enumeration extension: the workers will say
+        return None
+
+
+def check_egl_devices(devices: Any) -> None:
+    """``worker_egl_devices`` are device indices that exist, checked before any worker starts.
+
+    A wrong index otherwise fails inside every worker's first render, episode after episode.
+    """
+    if devices is None:
+        return
+    ids = list(devices)
+    if not ids or any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in ids):
+        raise ConfigError(f"worker_egl_devices must be a non-empty list of EGL device indices >= 0 (or null), got {ids}")
+    count = egl_device_count()
+    if count is not None and max(ids) >= count:
+        raise ConfigError(f"worker_egl_devices {ids}: this machine has {count} EGL device(s), indices 0..{count - 1} "
+                          "(MUJOCO_EGL_DEVICE_ID counts EGL devices, which may differ from CUDA's order)")
+
+
 def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
     """Validate ``cfg`` and list its episodes; raises :class:`ConfigError` (one line) on any problem.
 
@@ -228,6 +259,7 @@ def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
                           f"and the run-dir lock with the workers), got {cfg.worker_start_method!r}")
     if cfg.get("worker_timeout_s") is not None and float(cfg.worker_timeout_s) <= 0:
         raise ConfigError(f"worker_timeout_s must be > 0 (or null for no watchdog), got {cfg.worker_timeout_s}")
+    check_egl_devices(cfg.get("worker_egl_devices"))
     shard = parse_shard(cfg.get("shard"))
     check_policy_paths(cfg.policy)
     kind = str(cfg.env.kind)
