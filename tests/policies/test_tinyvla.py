@@ -336,3 +336,49 @@ def test_action_transform_refuses_what_cannot_be_converted():
         resolve_transform("absolute_rot6d", 10)
     with pytest.raises(ActionTransformError, match="needs 10-D"):
         resolve_transform("delta_rot6d", 7)
+
+
+# ---- quantization and file-format variants --------------------------------------------------
+@pytest.fixture(scope="module")
+def fp32_chunk(tiny) -> np.ndarray:
+    policy = TinyVLAPolicy.from_pretrained(tiny["merged"], device="cpu")
+    policy.reset([0, 1], [0, 1])
+    return policy.act(obs_batch(2)).actions
+
+
+# measured max |a - a_fp32| (env units) on the tiny merged checkpoint: fp16 0.0017, bf16 0.010,
+# int8(bf16) 0.0064, int8(fp32) 0.0009, int4(bf16) 0.022
+@pytest.mark.parametrize("quant, bound", [("fp16", 0.02), ("bf16", 0.05), ({"name": "int8", "dtype": "bf16"}, 0.05),
+                                          ({"name": "int8", "dtype": "fp32"}, 0.02),
+                                          ({"name": "int4", "dtype": "bf16"}, 0.1)])
+def test_every_quantization_runs_and_keeps_the_head_unquantized(tiny, fp32_chunk, quant, bound):
+    policy = TinyVLAPolicy.from_pretrained(tiny["merged"], device="cpu", quantization=quant)
+    policy.reset([0, 1], [0, 1])
+    chunk = policy.act(obs_batch(2)).actions
+    assert np.isfinite(chunk).all()
+    err = np.abs(chunk - fp32_chunk).max()
+    assert 0 < err < bound, err
+    head = [type(p).__name__ for p in policy.model.embed_out.parameters()]
+    assert set(head) == {"Parameter"}  # no quanto / bitsandbytes tensors in the UNet
+    name = quant if isinstance(quant, str) else quant["name"]
+    info = policy.info()
+    storage = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8", "int4": "int4"}[name]
+    assert info.quantization == name and storage in info.dtype.split("+")
+    if name in ("int8", "int4"):
+        assert "QBytes" in type(policy.model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight).__name__ or \
+            "QBits" in type(policy.model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight).__name__
+
+
+def test_bin_weight_files_load_like_safetensors(damaged):
+    """pytorch_model.bin base weights and a peft adapter_model.bin (older peft), weights-only."""
+    from safetensors.torch import load_file
+
+    base = damaged["base"] / "model.safetensors"
+    torch.save(load_file(str(base)), damaged["base"] / "pytorch_model.bin")
+    base.unlink()
+    adapter = damaged["checkpoint"] / "adapter_model.safetensors"
+    torch.save(load_file(str(adapter)), damaged["checkpoint"] / "adapter_model.bin")
+    adapter.unlink()
+    policy = _load(damaged)
+    assert any(f.endswith("pytorch_model.bin") for f in policy.report.files)
+    assert any(f.endswith("adapter_model.bin") for f in policy.report.files) and policy.report.lora_layers == 20
