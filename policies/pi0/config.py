@@ -243,7 +243,9 @@ def _lerobot(path: Path, cfg: dict[str, Any], detected: str, variant: str | None
         raise CheckpointError(f"{source}: use_relative_actions=true is not supported by this adapter")
     features = cfg.get("input_features") or {}
     images = [k for k, v in features.items() if isinstance(v, dict) and v.get("type") == "VISUAL"]
-    images += [f"observation.images.empty_camera_{i}" for i in range(int(cfg.get("empty_cameras", 0)))]
+    # validate_features() adds empty_camera_i to input_features, and saved configs already hold them
+    images += [k for i in range(int(cfg.get("empty_cameras", 0)))
+               if (k := f"observation.images.empty_camera_{i}") not in images]
     out = (cfg.get("output_features") or {}).get("action") or {}
     output_dim = int((out.get("shape") or [7])[0])
     for key in ("max_state_dim", "max_action_dim"):

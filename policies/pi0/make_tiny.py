@@ -129,7 +129,9 @@ def lerobot_config(variant: str, horizon: int) -> dict[str, Any]:
     return {
         "type": variant, "n_obs_steps": 1,
         "input_features": {"observation.images.image": image, "observation.images.image2": image,
-                           "observation.state": {"type": "STATE", "shape": [8]}},
+                           "observation.state": {"type": "STATE", "shape": [8]},
+                           # added by validate_features() (empty_cameras=1) before the config is saved
+                           "observation.images.empty_camera_0": {"type": "VISUAL", "shape": [3, 224, 224]}},
         "output_features": {"action": {"type": "ACTION", "shape": [7]}},
         "device": "cuda", "use_amp": False, "use_peft": False, "push_to_hub": False, "repo_id": None,
         "private": None, "tags": None, "license": None, "pretrained_path": None,
@@ -167,8 +169,7 @@ def write_lerobot(out: Path, variant: str, model: Pi0Model, stats: dict, seed: i
     cfg = lerobot_config(variant, model.dims.action_horizon)
     write_json(out / "config.json", cfg)
     norm_map = cfg["normalization_mapping"]
-    features = {k: v for k, v in cfg["input_features"].items()}
-    features["observation.images.empty_camera_0"] = {"type": "VISUAL", "shape": [3, 224, 224]}
+    features = dict(cfg["input_features"])
     tokenizer = {"registry_name": "tokenizer_processor",
                  "config": {"max_length": cfg["tokenizer_max_length"], "task_key": "task", "padding_side": "right",
                             "padding": "max_length", "truncation": True, "tokenizer_name": "google/paligemma-3b-pt-224"}}

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_gym.policies.pi0.config import MODEL_ACTION_DIM, Pi0Checkpoint, read_checkpoint
+from vla_gym.policies.pi0.config import Pi0Checkpoint, read_checkpoint
 from vla_gym.policies.pi0.loader import build_model
 from vla_gym.policies.pi0.modeling import LEROBOT_FP32_KEEP, OPENPI_FP32_KEEP, Pi0Model
-from vla_gym.policies.pi0.processing import image_batch, pad_state, raw_states, slot_cameras, to_env_actions
+from vla_gym.policies.pi0.processing import MODEL_IMAGE_SIZE, image_batch, pad_state, raw_states, slot_cameras, to_env_actions
 from vla_gym.policies.pi0.prompts import PromptFormat, check_prompt_format
 from vla_gym.policies.pi0.stats import Pi0Norm, find_openpi_stats, load_lerobot_stats, load_openpi_stats
 from vla_gym.policies.pi0.tokenizer import PaligemmaTokenizer, find_tokenizer
@@ -89,6 +89,9 @@ class Pi0Policy(Policy):
         if tokenizer.vocab_size > model.dims.vocab_size:
             raise CheckpointError(f"tokenizer {tokenizer.file} has {tokenizer.vocab_size} pieces but the model embeds "
                                   f"only {model.dims.vocab_size}: it is not this model's tokenizer")
+        if model.dims.vision.image_size != MODEL_IMAGE_SIZE:
+            raise CheckpointError(f"{ckpt.weights}: SigLIP takes {model.dims.vision.image_size} px images; the LIBERO "
+                                  f"path (resize-with-pad) is fixed to {MODEL_IMAGE_SIZE} as in both references")
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         self.model = model
@@ -189,7 +192,10 @@ class Pi0Policy(Policy):
     # -- stages ------------------------------------------------------------------------------------
     def preprocess(self, observations: Sequence[Observation], env_ids: Sequence[int]) -> dict[str, Any]:
         """Model inputs on the device, plus the raw states the postprocessing needs."""
-        raw = raw_states(observations)
+        if self.inputs.uses_state:
+            raw = raw_states(observations)
+        else:  # pi05_libero reads no state (nor does a client have to send it): zeros stand in
+            raw = np.zeros((len(observations), self.norm.state.dim))
         state = self.norm.state.normalize(raw)
         images, masks = image_batch(observations, self.slot_cameras)
         tokens, token_masks = zip(*[
@@ -203,7 +209,7 @@ class Pi0Policy(Policy):
             "image_masks": [torch.from_numpy(m).to(dev) for m in masks],
             "tokens": torch.from_numpy(np.stack(tokens)).to(dev),
             "token_masks": torch.from_numpy(np.stack(token_masks)).to(dev),
-            "state": torch.from_numpy(pad_state(state, MODEL_ACTION_DIM)).to(dev),
+            "state": torch.from_numpy(pad_state(state, self.model.dims.action_dim)).to(dev),
             "noise": self.noise(env_ids).to(dev),
             "raw_state": raw,
         }

@@ -196,9 +196,20 @@ def test_layout_variant_and_recipe_are_read_from_each_tiny_checkpoint(tiny, tmp_
     assert config.read_checkpoint(tiny["openpi-pi0"]).reference_precision == "bfloat16"
     assert config.read_checkpoint(tiny["lerobot-pi0"]).reference_precision == "float32"
     assert config.read_checkpoint(tiny["lerobot-pi05"]).n_action_steps == 10
+    assert config.read_checkpoint(tiny["lerobot-pi05"]).image_slots == (
+        "observation.images.image", "observation.images.image2", "observation.images.empty_camera_0")
     parent = tmp_path / "run"  # a LeRobot training output: <run>/pretrained_model/
     shutil.copytree(tiny["lerobot-pi05"], parent / "pretrained_model")
     assert config.read_checkpoint(parent).path == parent / "pretrained_model"
+
+
+def test_lerobot_empty_cameras_count_once_whether_or_not_the_config_lists_them(copy):
+    d = copy("lerobot-pi0")
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["input_features"]["observation.images.empty_camera_0"]
+    (d / "config.json").write_text(json.dumps({**cfg, "empty_cameras": 2}))
+    assert config.read_checkpoint(d).image_slots[1:] == (
+        "observation.images.image2", "observation.images.empty_camera_0", "observation.images.empty_camera_1")
 
 
 def test_configured_variant_recipe_or_horizon_that_disagree_are_errors(tiny, copy, tmp_path):

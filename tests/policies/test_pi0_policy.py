@@ -106,6 +106,8 @@ def test_which_inputs_each_recipe_reads(fp32):
     pi05 = fp32["openpi-pi05"]
     np.testing.assert_array_equal(acts(pi05, base), acts(pi05, moved))
     assert not pi05.inputs.uses_state
+    stateless = {k: v for k, v in base.items() if k != "state"}  # a client need not send it
+    np.testing.assert_array_equal(acts(pi05, stateless), acts(pi05, base))
     assert np.abs(acts(pi05, base) - acts(pi05, reworded)).max() > 1e-4
     for name in ("openpi-pi0", "lerobot-pi05", "lerobot-pi0"):
         assert np.abs(acts(fp32[name], base) - acts(fp32[name], moved)).max() > 1e-4, name
