@@ -414,7 +414,9 @@ class Pi0Model(nn.Module):
             self.action_time_mlp_out = nn.Linear(width, width)
 
     # -- precision -------------------------------------------------------------------------------
-    def set_precision(self, dtype: torch.dtype, keep_fp32: Sequence[str] = OPENPI_FP32_KEEP) -> None:
+    def set_precision(
+        self, dtype: torch.dtype, keep_fp32: Sequence[str] = OPENPI_FP32_KEEP, round_kept: bool = True
+    ) -> None:
         """The references' precision policy: ``paligemma_with_expert`` in ``dtype`` except ``keep_fp32``.
 
         Both references cast only ``PaliGemmaWithExpertModel`` (``to_bfloat16_for_selected_params`` is
@@ -424,16 +426,22 @@ class Pi0Model(nn.Module):
         ``paligemma_with_expert``) contains a ``keep_fp32`` entry stay float32: the default is
         openpi's list (patch/position embeddings and all Gemma norms incl. AdaRMS ``dense``);
         :data:`LEROBOT_FP32_KEEP` is LeRobot >= 0.6's (adds the whole vision tower and projector).
+
+        ``round_kept``: openpi's loader casts the loaded sub-model to ``dtype`` and then the kept
+        parameters back to fp32, so their values are rounded to ``dtype`` (True, openpi); LeRobot
+        casts at construction, before loading, so they keep the file's fp32 values (False, LeRobot).
+        Either is a no-op for checkpoints stored in bf16.
         """
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"precision {dtype} unsupported; use torch.float32, torch.bfloat16 or torch.float16")
-        self.to(torch.float32)
-        if dtype == torch.float32:
-            return
-        self.paligemma_with_expert.to(dtype)
-        for name, param in self.paligemma_with_expert.named_parameters():
-            if any(sel in name for sel in keep_fp32):
+        inner = "paligemma_with_expert."
+        for name, param in self.named_parameters():  # one tensor at a time: no full-size fp32 copy
+            if not name.startswith(inner):
                 param.data = param.data.to(torch.float32)
+            elif any(sel in name[len(inner) :] for sel in keep_fp32):
+                param.data = (param.data.to(dtype) if round_kept else param.data).to(torch.float32)
+            else:
+                param.data = param.data.to(dtype)
 
     @property
     def compute_dtype(self) -> torch.dtype:

@@ -26,7 +26,8 @@ Writes for each variant V in (pi0, pi05):
 - ``pi0_ref_V.safetensors``: ``safetensors.torch.save_model(PI0Pytorch)`` — the exact on-disk layout
   of the reference (no ``model.`` prefix, i.e. openpi naming), random weights.
 - ``pi0_ref_V_io.safetensors``: inputs (images_k, image_mask_k, tokens, token_masks, state, noise)
-  and outputs ``actions_fp32`` (LeRobot, float32) and ``actions_bf16`` (LeRobot, dtype bfloat16).
+  and outputs ``actions_fp32`` (LeRobot, float32) and ``actions_bf16`` (LeRobot, ``dtype="bfloat16"``,
+  weights loaded after construction as ``from_pretrained`` does: kept-fp32 parameters are not rounded).
 - ``pi0_ref_keys.json``: key lists of the module state_dict and of the saved file, per variant.
 """
 
@@ -139,9 +140,8 @@ def main(outdir: Path) -> None:
         }
         config16 = cfg_cls(chunk_size=HORIZON, n_action_steps=HORIZON, image_resolution=(IMAGE, IMAGE),
                            dtype="bfloat16", device="cpu")
-        core16 = cls(config16).eval()
+        core16 = cls(config16).eval()  # as PI0Policy.from_pretrained: cast at construction, then load
         safetensors.torch.load_model(core16, str(path), strict=True)
-        core16.paligemma_with_expert.to_bfloat16_for_selected_params("bfloat16")
         io["actions_bf16"] = run(core16, io, pi05).float()
         safetensors.torch.save_file({k: v.contiguous() for k, v in io.items()},
                                     str(outdir / f"pi0_ref_{name}_io.safetensors"))
