@@ -114,9 +114,6 @@ def _overlay(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor], s
                 unexpected.append(key)
             continue
         if tuple(value.shape) != tuple(shapes[key]):
-            if key == "embed_out.weight" and _benign(key):
-                report.dropped_benign.append(f"{file.name}:{key}")
-                continue
             raise CheckpointError(f"{file}: {key} has shape {tuple(value.shape)}, the model built from config.json "
                                   f"expects {tuple(shapes[key])}; config.json and weights are from different runs")
         target[key] = value

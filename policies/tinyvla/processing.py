@@ -8,7 +8,9 @@ off); ``expand2square`` padding with the processor's ``image_mean`` (floats, as 
 (``preprocessor_config.json``, 336 bicubic in the released bases) with ``do_rescale=False,
 do_normalize=True, do_center_crop=False``. The processor is transformers' PIL-backend
 ``CLIPImageProcessorPil``, the code path of the transformers 4.37 ``CLIPImageProcessor`` the
-original pins. TinyVLA's training data were resized to 320 x 180 before this (``datasets.py``);
+original pins (its outputs equal the original eval's bit for bit on the fixtures of
+tests/policies/test_tinyvla_reference.py; transformers 5's default ``CLIPImageProcessor`` is the
+torchvision backend, which resizes differently). TinyVLA's training data were resized to 320 x 180 before this (``datasets.py``);
 the eval does not resize, and neither does this adapter: the env renders at ``image_size``.
 
 Prompt: ``conv_pythia`` (``conversation.py``) plus the eval's ``" <|endoftext|>"``::
