@@ -169,7 +169,7 @@ def write_lerobot(out: Path, variant: str, model: Pi0Model, stats: dict, seed: i
     cfg = lerobot_config(variant, model.dims.action_horizon)
     write_json(out / "config.json", cfg)
     norm_map = cfg["normalization_mapping"]
-    features = dict(cfg["input_features"])
+    features = {**cfg["input_features"], **cfg["output_features"]}
     tokenizer = {"registry_name": "tokenizer_processor",
                  "config": {"max_length": cfg["tokenizer_max_length"], "task_key": "task", "padding_side": "right",
                             "padding": "max_length", "truncation": True, "tokenizer_name": "google/paligemma-3b-pt-224"}}
@@ -183,8 +183,7 @@ def write_lerobot(out: Path, variant: str, model: Pi0Model, stats: dict, seed: i
                  relative, None]
     else:
         steps = [rename, batch, relative, None,
-                 {"registry_name": "pi05_prepare_state_tokenizer_processor_step",
-                  "config": {"max_state_dim": 32, "task_key": "task", "include_state_in_prompt": True}},
+                 {"registry_name": "pi05_prepare_state_tokenizer_processor_step", "config": {}},
                  tokenizer, device]
     k = steps.index(None)
     pre_file = f"policy_preprocessor_step_{k}_normalizer_processor.safetensors"

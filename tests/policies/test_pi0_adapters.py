@@ -2,7 +2,9 @@
 
 Fidelity: tokens and (un)normalisation are compared with ``pi0_openpi_reference.json``, produced by
 running openpi's own ``PaligemmaTokenizer.tokenize`` and ``transforms.Normalize/Unnormalize``
-(``data/make_pi0_openpi_fixture.py``) on the stored tiny tokenizer; images with openpi's own
+(``data/make_pi0_openpi_fixture.py``) on the stored tiny tokenizer; LeRobot's stats files,
+(un)normaliser and prompt rules with what LeRobot's own processors computed and saved
+(``data/make_pi0_lerobot_fixture.py``: ``pi0_lerobot_reference.json``, ``pi0_lerobot_pipeline/``); images with openpi's own
 ``openpi_client.image_tools.resize_with_pad`` on the raw frame turned as openpi's LIBERO client
 does; the key rules with the file LeRobot's own ``save_model`` wrote (``pi0_ref_*.safetensors``).
 """
@@ -28,9 +30,8 @@ from vla_gym.policies.toolkit.errors import CheckpointError, NormStatsError
 from vla_gym.policies.toolkit.norm_stats import NormKind, NormStats
 
 DATA = Path(__file__).parent / "data"
-REF = json.loads((DATA / "pi0_openpi_reference.json").read_text()) if (DATA / "pi0_openpi_reference.json").is_file() \
-    else None
-needs_ref = pytest.mark.skipif(REF is None, reason="pi0_openpi_reference.json not generated")
+REF = json.loads((DATA / "pi0_openpi_reference.json").read_text())
+LEROBOT = json.loads((DATA / "pi0_lerobot_reference.json").read_text())
 # The tiny checkpoints name the real variants (gemma_2b / gemma_300m) on purpose: the loader warns.
 pytestmark = pytest.mark.filterwarnings("ignore:.*weights do not match Gemma variant")
 
@@ -50,7 +51,6 @@ def copy(tiny, tmp_path):
 
 
 # -- prompts and tokenizer --------------------------------------------------------------------------
-@needs_ref
 def test_tokens_equal_openpis_own_tokenizer():
     """pi0 / pi05_libero (state None) and the discrete-state format, incl. cleaning, BOS, padding, truncation."""
     toks = {n: PaligemmaTokenizer(DATA / "pi0_tiny_tokenizer.model", n) for n in (48, 200)}
@@ -121,7 +121,6 @@ def test_tokenizer_is_found_at_the_configured_path_or_beside_the_checkpoint(tmp_
 
 
 # -- normalisation ----------------------------------------------------------------------------------
-@needs_ref
 @pytest.mark.parametrize("quantiles", [False, True])
 def test_openpi_normalisation_equals_openpis_own_transforms(quantiles, tmp_path):
     case = next(c for c in REF["normalize"] if c["use_quantiles"] == quantiles)
@@ -134,6 +133,33 @@ def test_openpi_normalisation_equals_openpis_own_transforms(quantiles, tmp_path)
     model = np.asarray(case["model_actions"])
     ours = norm.actions.unnormalize(model[..., :norm.actions.dim])
     np.testing.assert_allclose(ours, np.asarray(case["unnormalized"])[..., :7], rtol=1e-12)
+
+
+def test_lerobot_stats_files_and_formulas_equal_lerobots_own_pipeline():
+    """The pipeline dir LeRobot's save_pretrained wrote, its normaliser's and unnormaliser's outputs,
+    and its pi0.5 state prompt / pi0 newline rule (``data/make_pi0_lerobot_fixture.py``)."""
+    quant = LEROBOT["modes"]["QUANTILES"]
+    norm = stats.load_lerobot_stats(DATA / "pi0_lerobot_pipeline", NormKind.BOUNDS_Q01_Q99, NormKind.BOUNDS_Q01_Q99,
+                                    "pi05")
+    state = np.asarray(LEROBOT["state"])
+    ours = norm.state.normalize(state)
+    np.testing.assert_allclose(ours, quant["normalized_state"], rtol=2e-5, atol=1e-4)
+    assert np.abs(ours).max() > 1e6  # the constant dim: eps substituted for the zero width, not added
+    np.testing.assert_allclose(norm.actions.unnormalize(np.asarray(LEROBOT["model_actions"])),
+                               quant["unnormalized_actions"], rtol=1e-5, atol=1e-5)
+    fmt = prompts.PROMPT_FORMATS["pi05_state"]
+    tasks = ["pick_up the black bowl\n", "  open the top drawer of the cabinet"]
+    assert [fmt.pieces(t, s)[0] for t, s in zip(tasks, np.asarray(quant["normalized_state"]))] == quant["pi05_prompts"]
+    assert [prompts.PROMPT_FORMATS["lerobot_pi0"].pieces(t)[0] for t in tasks] == LEROBOT["pi0_tasks"]
+    mean_std = LEROBOT["modes"]["MEAN_STD"]
+    raw = LEROBOT["stats"]
+    z = stats.FeatureNorm(NormStats.from_mapping(NormKind.MEAN_STD, raw["observation.state"], eps=1e-8), "lerobot")
+    np.testing.assert_allclose(z.normalize(state), mean_std["normalized_state"], rtol=1e-5, atol=1e-5)
+    za = stats.FeatureNorm(NormStats.from_mapping(NormKind.MEAN_STD, raw["action"], eps=1e-8), "lerobot")
+    np.testing.assert_allclose(za.unnormalize(np.asarray(LEROBOT["model_actions"])), mean_std["unnormalized_actions"],
+                               rtol=1e-5, atol=1e-5)
+    assert [fmt.pieces(t, s)[0] for t, s in zip(tasks, np.asarray(mean_std["normalized_state"]))] \
+        == mean_std["pi05_prompts"]
 
 
 def test_lerobot_normalisation_formulas_and_zero_width_eps():
