@@ -273,10 +273,21 @@ def test_non_tensor_pickle_in_weights_is_refused(damaged):
         _load(damaged)
 
 
-def test_missing_cameras_and_wrong_state_are_clear(lora_policy):
+def test_missing_camera_is_named(lora_policy):
     obs = observation(size=IMAGE_SIZE, wrist=False)
     with pytest.raises(KeyError, match="wrist"):
         lora_policy.act([obs])
+
+
+def test_safetensors_stats_twin_given_explicitly(damaged, tmp_path):
+    from vla_gym.policies.tinyvla.stats import write_stats
+
+    stats = dataset_stats()
+    stats["qpos_mean"] = stats["qpos_mean"] + 1.0  # distinguishable from the JSON twin beside the run
+    file = write_stats(stats, tmp_path / "dataset_stats.safetensors")
+    policy = _load(damaged, stats=file)
+    assert policy.stats.source == file
+    np.testing.assert_allclose(policy.stats.state.a, stats["qpos_mean"].astype(np.float64))
 
 
 def test_load_report_drops_only_the_base_vocab_head(tiny):
