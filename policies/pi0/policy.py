@@ -9,10 +9,12 @@ Noise: each env has its own ``torch.Generator``, seeded by :meth:`reset` with th
 envs share the batch; a batch is B independent samples and row b equals the B = 1 call within
 float tolerance (measured in tests/policies/test_pi0_policy.py).
 
-Precision (``precision``): null = the reference's: openpi loads every checkpoint in bf16 with
-patch/position embeddings and all Gemma norms (incl. AdaRMS ``dense``) kept in fp32
-(``to_bfloat16_for_selected_params``); LeRobot runs its config's ``dtype`` (bf16 keeps the vision
-tower and projector in fp32 as well). ``fp32`` runs everything in fp32 (use it on CPUs without bf16 kernels: a bf16 batched matmul of
+Precision (``precision``): null = the reference's: openpi casts ``paligemma_with_expert`` of every
+checkpoint to bf16 with patch/position embeddings and all Gemma norms (incl. AdaRMS ``dense``) kept
+in fp32 (``to_bfloat16_for_selected_params``; the action/time/state projections stay fp32); LeRobot
+runs its config's ``dtype`` (bf16 keeps the vision tower and projector in fp32 as well). Each
+layout's flow-time schedule and rounding of the kept parameters are its reference's
+(``Pi0Model.sample_actions(time_schedule=...)``, ``set_precision(round_kept=...)``). ``fp32`` runs everything in fp32 (use it on CPUs without bf16 kernels: a bf16 batched matmul of
 the attention's shape measured 29 ms against 0.3 ms in fp32 on this project's 2-core CI CPU). ``quantization``
 (none | fp32 | fp16 | bf16 | int8 | int4) is applied afterwards; int8/int4 keep
 :attr:`Pi0Policy.quantization_skip` unquantized.
@@ -163,7 +165,7 @@ class Pi0Policy(Policy):
         dev = select_device(device)
         model = build_model(ckpt)
         keep = LEROBOT_FP32_KEEP if ckpt.layout == "lerobot" else OPENPI_FP32_KEEP
-        model.set_precision(PRECISIONS[name], keep_fp32=keep)
+        model.set_precision(PRECISIONS[name], keep_fp32=keep, round_kept=ckpt.layout == "openpi")
         qname = apply_quantization(model, quantization, dev, skip_modules=cls.quantization_skip)
         return cls(model, ckpt, norm, tok, fmt, num_steps=num_steps or ckpt.num_steps,
                    precision="bf16" if PRECISIONS[name] == torch.bfloat16 else "fp32", quantization_name=qname,
@@ -224,7 +226,8 @@ class Pi0Policy(Policy):
             inputs = self.preprocess(observations, ids)
             raw = inputs.pop("raw_state")
         with timer("model"):
-            out = self.model.sample_actions(**inputs, num_steps=self.num_steps, timer=inner)
+            out = self.model.sample_actions(**inputs, num_steps=self.num_steps, timer=inner,
+                                            time_schedule=self.ckpt.layout)
             out = out.float().cpu().numpy()
         with timer("postprocess"):
             actions = to_env_actions(out, self.norm.actions, raw, delta_actions=self.ckpt.delta_actions,

@@ -134,6 +134,15 @@ def test_default_precision_is_the_references(tiny):
     assert np.isfinite(openpi.act([observation(wrist=True)]).actions).all()
     lerobot = Pi0Policy.from_pretrained(tiny["lerobot-pi0"], device="cpu")  # LeRobot: config dtype float32
     assert {p.dtype for p in lerobot.model.parameters()} == {torch.float32}
+    lerobot_bf16 = dict(Pi0Policy.from_pretrained(tiny["lerobot-pi0"], device="cpu", precision="bf16")
+                        .model.named_parameters())  # LeRobot >= 0.6 keeps the whole vision path in fp32
+    assert lerobot_bf16["paligemma_with_expert.paligemma.model.vision_tower.vision_model.encoder.layers.0."
+                        "self_attn.q_proj.weight"].dtype == torch.float32
+    assert lerobot_bf16["paligemma_with_expert.paligemma.model.multi_modal_projector.linear.weight"].dtype \
+        == torch.float32
+    assert lerobot_bf16["paligemma_with_expert.paligemma.model.language_model.layers.0.mlp.up_proj.weight"].dtype \
+        == torch.bfloat16
+    assert lerobot_bf16["action_in_proj.weight"].dtype == torch.float32  # outside paligemma_with_expert: as both
     with pytest.raises(ValueError, match="precision must be"):
         Pi0Policy.from_pretrained(tiny["lerobot-pi0"], device="cpu", precision="int8")
 
