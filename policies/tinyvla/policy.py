@@ -37,6 +37,7 @@ from vla_gym.policies.tinyvla.stats import TinyVLAStats, find_stats
 from vla_gym.policies.toolkit.device import select_device
 from vla_gym.policies.toolkit.errors import CheckpointError
 from vla_gym.policy import (
+    ActionChunk,
     ChunkExecution,
     Observation,
     Policy,
@@ -167,18 +168,26 @@ class TinyVLAPolicy(Policy):
         dtype = model.dtype
         with timer("vision"):
             feats = model.encode_images(pixels.to(dtype))
+            self._sync()
         with timer("llm"):
             embeds, mask = model.splice(ids, feats)
             pooled = model.pooled_hidden(embeds, mask)
+            self._sync()
         with timer("diffusion"):
             head = model.embed_out
             cond = head.condition(pooled, states.to(dtype))
             out = denoise(lambda x, t: head(x.to(dtype), t, cond), noise, self.scheduler, NUM_INFERENCE_STEPS)
+            self._sync()
         return out
 
-    def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None):
-        from vla_gym.policy import ActionChunk
+    def _sync(self) -> None:
+        """Wait for queued CUDA kernels, so each stage's time is its own (no-op on CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
+    def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+        """(B, chunk_size, 7) env actions; ``info``: ``timing_ms`` (preprocess/model/postprocess and, inside
+        model, vision/llm/diffusion) and ``num_denoise_steps``."""
         ids_env = resolve_env_ids(observations, env_ids)
         timer = StageTimer()
         with timer("preprocess"):
