@@ -273,6 +273,15 @@ def test_non_tensor_pickle_in_weights_is_refused(damaged):
         _load(damaged)
 
 
+def test_config_json_beside_the_adapter_or_in_the_parent(damaged):
+    """The training OUTPUT dir holds config.json with the adapter; checkpoint-N dirs rely on the parent's."""
+    shutil.move(damaged["run"] / "config.json", damaged["checkpoint"] / "config.json")
+    assert _load(damaged).report.files[0] == str(damaged["checkpoint"] / "config.json")
+    (damaged["checkpoint"] / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="no config.json with action keys"):
+        _load(damaged)
+
+
 def test_missing_camera_is_named(lora_policy):
     obs = observation(size=IMAGE_SIZE, wrist=False)
     with pytest.raises(KeyError, match="wrist"):
