@@ -301,18 +301,23 @@ def test_lerobot_pi0_files_with_either_time_mlp_naming_load(copy):
     torch.testing.assert_close(model.action_time_mlp_in.weight, state["model.time_mlp_in.weight"])
 
 
-def test_the_reference_save_model_file_loads_with_its_own_embedding(tmp_path):
-    """LeRobot 0.6.1's save_model writes embed_tokens and an untied lm_head: the embedding is used."""
-    for variant in ("pi0", "pi05"):
-        d = tmp_path / variant
-        d.mkdir()
-        shutil.copy(DATA / f"pi0_ref_{variant}.safetensors", d / "model.safetensors")
-        (d / "config.json").write_text(json.dumps({"action_dim": 32, "action_horizon": 50 if variant == "pi0" else 10,
-                                                   "paligemma_variant": "gemma_2b",
-                                                   "action_expert_variant": "gemma_300m", "precision": "float32"}))
-        model = loader.build_model(config.read_checkpoint(d))
-        ref = load_file(d / "model.safetensors")
-        torch.testing.assert_close(model.state_dict()[EMBED_KEY], ref[EMBED_KEY], rtol=0, atol=0)
+@pytest.mark.parametrize("ref", ["openpi", "ref"])
+@pytest.mark.parametrize("variant", ["pi0", "pi05"])
+def test_the_references_own_save_model_files_load_strictly(tmp_path, ref, variant):
+    """openpi's save_model keeps only the tied lm_head; LeRobot 0.6.1's writes embed_tokens and an
+    untied lm_head (then the embedding is what the prefix reads). Both carry the unused expert head."""
+    d = tmp_path / variant
+    d.mkdir()
+    shutil.copy(DATA / f"pi0_{ref}_{variant}.safetensors", d / "model.safetensors")
+    (d / "config.json").write_text(json.dumps({"action_dim": 32, "action_horizon": 50 if variant == "pi0" else 10,
+                                               "paligemma_variant": "gemma_2b",
+                                               "action_expert_variant": "gemma_300m", "precision": "float32"}))
+    file = load_file(d / "model.safetensors")
+    assert EXPERT_LM_HEAD_KEY in file and LM_HEAD_KEY in file and (EMBED_KEY in file) == (ref == "ref")
+    model = loader.build_model(config.read_checkpoint(d))
+    own = model.state_dict()
+    torch.testing.assert_close(own[EMBED_KEY], file[EMBED_KEY if ref == "ref" else LM_HEAD_KEY], rtol=0, atol=0)
+    assert set(own) == (set(file) | {EMBED_KEY}) - {EXPERT_LM_HEAD_KEY}
 
 
 def test_old_naming_mixed_prefixes_and_missing_or_extra_keys_are_refused(copy):
