@@ -305,7 +305,6 @@ def test_load_report_drops_only_the_base_vocab_head(tiny):
 
 
 # ---- a real LIBERO rollout ------------------------------------------------------------------
-@pytest.mark.slow  # ~2 min on the shared 2-core machine (LIBERO start-up dominates)
 def test_short_libero_rollout_with_the_tiny_lora_checkpoint(tiny, tmp_path, subprocess_env):
     out = tmp_path / "run"
     args = ["env=libero_spatial", "tasks=[0]", "policy=tinyvla", f"policy.checkpoint={tiny['checkpoint']}",
