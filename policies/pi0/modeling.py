@@ -465,6 +465,13 @@ class Pi0Model(nn.Module):
         linear = inner.multi_modal_projector.linear
         return linear(features.to(input_dtype(linear, features.dtype))).to(self.compute_dtype)
 
+    def _blank_image_tokens(self, images: Tensor) -> Tensor:
+        v, p = self.dims.vision, self.dims.paligemma
+        if images.shape[-2:] != (v.image_size, v.image_size):
+            raise ValueError(f"images must be {v.image_size}x{v.image_size}, got {tuple(images.shape[-2:])}")
+        n = (v.image_size // v.patch_size) ** 2
+        return torch.zeros(images.shape[0], n, p.width, dtype=self.compute_dtype, device=images.device)
+
     def _prefix(
         self,
         images: Sequence[Tensor],
@@ -480,9 +487,13 @@ class Pi0Model(nn.Module):
         with _stage(timer, "vision", tokens.device):
             embs, pads = [], []
             for image, mask in zip(images, image_masks, strict=True):
-                emb = self.embed_images(image)
+                mask = mask.to(torch.bool)
+                # A slot masked in every row (LIBERO's missing right wrist) is not encoded: its tokens
+                # are masked keys, whose softmax weight is exactly 0, so any finite stand-in (zeros)
+                # gives the same result as the references' SigLIP pass over the blank image.
+                emb = self.embed_images(image) if bool(mask.any()) else self._blank_image_tokens(image)
                 embs.append(emb)
-                pads.append(mask.to(torch.bool)[:, None].expand(emb.shape[0], emb.shape[1]))
+                pads.append(mask[:, None].expand(emb.shape[0], emb.shape[1]))
         with _stage(timer, "prefix", tokens.device):
             lang = lm.embed_tokens(tokens)
             embs.append((lang * math.sqrt(lang.shape[-1])).to(self.compute_dtype))

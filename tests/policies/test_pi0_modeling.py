@@ -262,7 +262,7 @@ def test_prefix_runs_once_and_expert_once_per_step(pi05):
     )
     timer = StageTimer()
     model.sample_actions(**_random_inputs(model, 2), num_steps=7, timer=timer)
-    assert calls == {"vision": 3, "prefix": 1, "expert": 7}
+    assert calls == {"vision": 2, "prefix": 1, "expert": 7}  # the slot masked in all rows is not encoded
     assert set(timer.ms) == {"vision", "prefix", "denoise"}
 
 
@@ -339,3 +339,17 @@ def test_runs_under_quantization_settings(name):
     out = model.sample_actions(**x)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert (out - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_skipping_an_all_masked_slot_is_exact(reference, dtype, monkeypatch):
+    """Zeros for a slot masked in every row == encoding its image as the references do (bitwise)."""
+    _, _, fp32_model, io = reference
+    assert not io["image_mask_2"].any()  # the fixtures' missing right-wrist slot
+    model = Pi0Model(fp32_model.dims).eval()
+    model.load_state_dict(fp32_model.state_dict())
+    model.set_precision(dtype)
+    skipped = model.sample_actions(*_inputs(io), noise=io["noise"])
+    monkeypatch.setattr(model, "_blank_image_tokens", model.embed_images)
+    encoded = model.sample_actions(*_inputs(io), noise=io["noise"])
+    assert torch.equal(skipped, encoded)
