@@ -7,8 +7,9 @@
   dropped, the unused ``gemma_expert.lm_head`` written), ``config.json`` with the converter's five
   keys, ``assets/physical-intelligence/libero/norm_stats.json`` (8-D state, 7-D actions; mean/std
   and q01/q99, as openpi computes them).
-- ``lerobot`` (``pretrained_model/``): ``model.safetensors`` with the ``model.`` prefix (pi0 with
-  LeRobot's ``time_mlp_*`` naming), the draccus ``config.json`` of ``PI0Config``/``PI05Config``
+- ``lerobot`` (``pretrained_model/``): ``model.safetensors`` with the ``model.`` prefix (as LeRobot
+  0.6.1 saves it: pi0's ``action_time_mlp_*``; LeRobot itself loads exactly these files, see
+  ``tests/policies/data/make_pi0_lerobot_policy_fixture.py``), the draccus ``config.json`` of ``PI0Config``/``PI05Config``
   (LIBERO features ``observation.images.image``/``image2`` + one empty camera),
   ``policy_preprocessor.json`` / ``policy_postprocessor.json`` with the step lists of
   ``make_pi0(5)_pre_post_processors`` and their normaliser state files.
@@ -122,7 +123,7 @@ def write_openpi(out: Path, variant: str, model: Pi0Model, stats: dict, seed: in
 
 
 def lerobot_config(variant: str, horizon: int) -> dict[str, Any]:
-    """``config.json`` of a LeRobot PI0Config / PI05Config fine-tuned on LIBERO (draccus field names)."""
+    """``config.json`` of a LeRobot 0.6.1 PI0Config / PI05Config fine-tuned on LIBERO (its draccus fields, exactly)."""
     pi05 = variant == "pi05"
     kind = "QUANTILES" if pi05 else "MEAN_STD"
     image = {"type": "VISUAL", "shape": [3, 256, 256]}
@@ -134,7 +135,7 @@ def lerobot_config(variant: str, horizon: int) -> dict[str, Any]:
                            "observation.images.empty_camera_0": {"type": "VISUAL", "shape": [3, 224, 224]}},
         "output_features": {"action": {"type": "ACTION", "shape": [7]}},
         "device": "cuda", "use_amp": False, "use_peft": False, "push_to_hub": False, "repo_id": None,
-        "private": None, "tags": None, "license": None, "pretrained_path": None,
+        "private": None, "tags": None, "license": None, "pretrained_path": None, "pretrained_revision": None,
         "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m", "dtype": "float32",
         "chunk_size": horizon, "n_action_steps": N_ACTION_STEPS[variant], "max_state_dim": 32, "max_action_dim": 32,
         "num_inference_steps": 10, "use_relative_actions": False, "relative_exclude_joints": ["gripper"],
@@ -148,8 +149,6 @@ def lerobot_config(variant: str, horizon: int) -> dict[str, Any]:
         "optimizer_betas": [0.9, 0.95], "optimizer_eps": 1e-08, "optimizer_weight_decay": 0.01,
         "optimizer_grad_clip_norm": 1.0, "scheduler_warmup_steps": 1000, "scheduler_decay_steps": 30000,
         "scheduler_decay_lr": 2.5e-06,
-        **({"use_visual_memory": False, "use_proprioceptive_memory": False, "memory_frames": 6, "memory_stride": 30,
-            "memory_temporal_attention_every": 4, "rtc_training_max_delay": 0} if pi05 else {}),
     }
 
 
@@ -162,9 +161,6 @@ def write_lerobot(out: Path, variant: str, model: Pi0Model, stats: dict, seed: i
     from safetensors.torch import save_file
 
     state = release_state(model, torch.float32, seed)
-    if variant == "pi0":  # LeRobot pi0 files name the action-time MLP time_mlp_* (renamed on load)
-        state = {k.replace("action_time_mlp_", "time_mlp_", 1) if k.startswith("action_time_mlp_") else k: v
-                 for k, v in state.items()}
     save_file({f"model.{k}": v for k, v in state.items()}, str(out / "model.safetensors"))
     cfg = lerobot_config(variant, model.dims.action_horizon)
     write_json(out / "config.json", cfg)

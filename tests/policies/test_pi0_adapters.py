@@ -292,13 +292,14 @@ def test_sizes_come_from_the_tensors_and_a_named_variant_that_disagrees_warns(ti
 
 
 def test_lerobot_pi0_files_with_either_time_mlp_naming_load(copy):
+    """LeRobot renames a bare ``time_mlp_*`` to ``action_time_mlp_*`` for pi0 (then adds ``model.``)."""
     d = copy("lerobot-pi0")
     state = load_file(d / "model.safetensors")
-    assert "model.time_mlp_in.weight" in state
-    save_file({k.replace("model.time_mlp_", "model.action_time_mlp_"): v for k, v in state.items()},
+    assert "model.action_time_mlp_in.weight" in state  # what LeRobot 0.6.1 saves
+    save_file({k[len("model."):].replace("action_time_mlp_", "time_mlp_"): v for k, v in state.items()},
               str(d / "model.safetensors"))
     model = loader.build_model(config.read_checkpoint(d))
-    torch.testing.assert_close(model.action_time_mlp_in.weight, state["model.time_mlp_in.weight"])
+    torch.testing.assert_close(model.action_time_mlp_in.weight, state["model.action_time_mlp_in.weight"])
 
 
 @pytest.mark.parametrize("ref", ["openpi", "ref"])

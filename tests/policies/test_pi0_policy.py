@@ -125,13 +125,21 @@ def test_which_inputs_each_recipe_reads(fp32):
                                atol=1e-5)
 
 
-def _openpi_fixture_script():
+def _fixture_script(name: str):
+    """The fixture script's own ``frames`` (rebuilt here, checked against the stored hash)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("pi0_openpi_policy_fixture", DATA / "make_pi0_openpi_policy_fixture.py")
+    spec = importlib.util.spec_from_file_location(name, DATA / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _obs(script, ref, i: int) -> dict:
+    agent, wrist = script.frames(int(ref[f"seed_{i}"]))
+    assert hashlib.sha256(agent.tobytes() + wrist.tobytes()).hexdigest() == str(ref[f"frames_sha256_{i}"])
+    return {"images": {"agentview": upright(agent), "wrist": upright(wrist)}, "instruction": str(ref[f"task_{i}"]),
+            "state": ref[f"state_{i}"]}
 
 
 @pytest.mark.parametrize("variant", ["pi0", "pi05"])
@@ -144,18 +152,31 @@ def test_whole_openpi_libero_path_equals_openpis_own(tiny, variant):
     ref = np.load(DATA / "pi0_openpi_policy_reference.npz")
     ckpt = tiny[f"openpi-{variant}"]
     assert hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest() == str(ref[f"sha256_{variant}"])
-    script = _openpi_fixture_script()
+    script = _fixture_script("make_pi0_openpi_policy_fixture")
     for precision, atol in (("fp32", 2e-6), ("bf16", 5e-3)):
         policy = Pi0Policy.from_pretrained(ckpt, device="cpu", precision=None if precision == "bf16" else "fp32")
         for i in range(2):
-            agent, wrist = script.frames(int(ref[f"seed_{i}"]))
-            assert hashlib.sha256(agent.tobytes() + wrist.tobytes()).hexdigest() == str(ref[f"frames_sha256_{i}"])
-            obs = {"images": {"agentview": upright(agent), "wrist": upright(wrist)}, "instruction": str(ref[f"task_{i}"]),
-                   "state": ref[f"state_{i}"]}
             policy.reset([0], [int(ref[f"seed_{i}"])])
-            ours = policy.act([obs], env_ids=[0]).actions[0]
+            ours = policy.act([_obs(script, ref, i)], env_ids=[0]).actions[0]
             np.testing.assert_allclose(ours, ref[f"{variant}_{precision}_{i}"], rtol=0, atol=atol,
                                        err_msg=f"{variant} {precision} sample {i}")
+
+
+@pytest.mark.parametrize("variant", ["pi0", "pi05"])
+def test_whole_lerobot_path_equals_lerobots_own(tiny, variant):
+    """LeRobot 0.6.1 loading the same tiny LeRobot dir (its from_pretrained and processor pipelines) and
+    running preprocessor -> predict_action_chunk -> postprocessor (``data/make_pi0_lerobot_policy_fixture.py``).
+
+    Measured: max abs difference <= 1e-6 (float32, the checkpoint's dtype; actions up to 5)."""
+    ref = np.load(DATA / "pi0_lerobot_policy_reference.npz")
+    ckpt = tiny[f"lerobot-{variant}"]
+    assert hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest() == str(ref[f"sha256_{variant}"])
+    script = _fixture_script("make_pi0_lerobot_policy_fixture")
+    policy = Pi0Policy.from_pretrained(ckpt, device="cpu")
+    for i in range(2):
+        policy.reset([0], [int(ref[f"seed_{i}"])])
+        ours = policy.act([_obs(script, ref, i)], env_ids=[0]).actions[0]
+        np.testing.assert_allclose(ours, ref[f"{variant}_fp32_{i}"], rtol=0, atol=2e-6, err_msg=f"{variant} {i}")
 
 
 def test_default_precision_is_the_references(tiny):
