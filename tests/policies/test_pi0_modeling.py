@@ -227,9 +227,11 @@ def test_batch_rows_equal_single_calls(pi05):
 def test_masked_inputs_have_no_effect_and_state_only_for_pi0(pi05):
     model = _random_model(pi05)
     x = _random_inputs(model, 2)
+    x["image_masks"][1] = torch.tensor([True, False])  # row 1 lacks camera 1 (the slot is still encoded)
     base = model.sample_actions(**x)
-    images = list(x["images"])
-    images[2] = torch.rand_like(images[2])  # the masked-out camera slot
+    images = [im.clone() for im in x["images"]]
+    images[2] = torch.rand_like(images[2])  # the camera slot masked in all rows
+    images[1][1] = torch.rand_like(images[1][1])  # row 1's masked camera 1
     tokens = x["tokens"].clone()
     tokens[1, 3:] = 7  # padded token positions of row 1
     same = model.sample_actions(**dict(x, images=images, tokens=tokens))
