@@ -224,6 +224,9 @@ def test_layout_variant_and_recipe_are_read_from_each_tiny_checkpoint(tiny, tmp_
     assert config.read_checkpoint(tiny["lerobot-pi05"]).n_action_steps == 10
     assert config.read_checkpoint(tiny["lerobot-pi05"]).image_slots == (
         "observation.images.image", "observation.images.image2", "observation.images.empty_camera_0")
+    bare = Path(shutil.copytree(tiny["openpi-pi05"], tmp_path / "bare"))
+    (bare / "config.json").unlink()  # the converter's config.json is "for reference": the recipe decides
+    assert config.read_checkpoint(bare).action_horizon == 10
     parent = tmp_path / "run"  # a LeRobot training output: <run>/pretrained_model/
     shutil.copytree(tiny["lerobot-pi05"], parent / "pretrained_model")
     assert config.read_checkpoint(parent).path == parent / "pretrained_model"
