@@ -1,6 +1,6 @@
 """Rollout throughput: episodes/hour, sequential (``num_envs=1``) vs ``num_envs=N``, in one run.
 
-    python benchmarks/rollout_throughput.py [--tasks 0,1] [--episodes 2] [--max-steps 60] [--num-envs 2]
+    python benchmarks/rollout_throughput.py [--tasks 0,1] [--episodes 2] [--max-steps 60] [--num-envs 2] [--cases a,b]
 
 Cases, on LIBERO (``libero_spatial``), videos off, same planned episodes for every row:
 - (a) the scripted expert, no cameras (physics-bound);
@@ -47,11 +47,15 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=60)
     parser.add_argument("--num-envs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--cases", default="a,b", help="which cases to run: a, b or a,b")
     args = parser.parse_args()
+    wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
     print(f"cpus={os.cpu_count()} loadavg before={tuple(round(x, 2) for x in os.getloadavg())}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="vla_gym_tput_") as tmp:
         for name, (policy, options) in CASES.items():
+            if name[1] not in wanted:  # "(a) ..." -> "a"
+                continue
             walls: dict[int, list[float]] = {1: [], args.num_envs: []}
             n_eps, steps = 0, 0.0
             for r in range(args.rounds):
