@@ -82,6 +82,33 @@ def test_weight_only_on_cpu_runs_and_shrinks_linear_weights(name):
     assert (y - y_ref).abs().max() < (0.1 if name == "int8" else 0.5) * y_ref.abs().max()
 
 
+@pytest.mark.parametrize("name", ["bf16", "fp16", "int8"])
+def test_keep_dtype_parameters_survive_every_cast_with_their_values(name):
+    """pi0's precision policy: fp32-kept parameters (here the embedding and lm_head) are neither cast
+    nor round-tripped by the cast or by int8's compute-dtype cast; the rest is cast as usual."""
+    if name == "int8":
+        pytest.importorskip("optimum.quanto")
+    m = Tiny()
+    embed, head = m.embed.weight.detach().clone(), m.lm_head.weight.detach().clone()
+    apply_quantization(m, {"name": name, "dtype": "bf16"}, skip_modules=("lm_head",), keep_dtype=("embed", "lm_head"))
+    assert m.embed.weight.dtype == torch.float32 and torch.equal(m.embed.weight, embed)
+    assert m.lm_head.weight.dtype == torch.float32 and torch.equal(m.lm_head.weight, head)
+    if name == "int8":
+        assert type(m.body[0].weight).__name__ != "Parameter" and m.body[0].bias.dtype == torch.bfloat16
+    else:
+        assert m.body[0].weight.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    # without keep_dtype the same cast does reach them
+    plain = Tiny()
+    apply_quantization(plain, {"name": name, "dtype": "bf16"}, skip_modules=("lm_head",))
+    assert plain.embed.weight.dtype != torch.float32 and plain.lm_head.weight.dtype != torch.float32
+
+
+def test_a_layer_both_quantized_and_kept_is_refused():
+    pytest.importorskip("optimum.quanto")
+    with pytest.raises(QuantizationError, match="both quantized and kept"):
+        apply_quantization(Tiny(), {"name": "int8", "dtype": "bf16"}, skip_modules=("lm_head",), keep_dtype=("body",))
+
+
 def test_skip_modules_select_linears_by_name_component():
     names = linear_names(Tiny(), ["lm_head"])
     assert names == ["body.0", "body.2"]

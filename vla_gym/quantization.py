@@ -87,6 +87,7 @@ def apply_quantization(
     quantization: Mapping[str, Any] | str | None,
     device: torch.device | str = "cpu",
     skip_modules: Sequence[str] | None = None,
+    keep_dtype: Sequence[str] = (),
 ) -> str:
     """Cast or quantize ``model`` in place and move it to ``device``; return the setting's name.
 
@@ -97,6 +98,9 @@ def apply_quantization(
         skip_modules: Modules int8/int4 keep in full precision unless the node sets
             ``skip_modules`` itself: the policy family's ``Policy.quantization_skip`` (loaders
             pass it explicitly). None = :data:`DEFAULT_SKIP`.
+        keep_dtype: Parameters whose dotted name contains one of these keep their dtype through
+            every cast (fp16/bf16, and the compute-dtype cast of int8/int4): a family's fp32-kept
+            norms and embeddings (pi0's precision policy). They must not be in quantized layers.
 
     Raises:
         QuantizationError: Unknown name/dtype/backend, or a combination that cannot run here.
@@ -115,10 +119,10 @@ def apply_quantization(
         if name == "none":
             model.to(dev)
         elif name in ("fp32", "fp16", "bf16"):
-            model.to(device=dev, dtype=_dtype(name))
+            cast(model, dev, _dtype(name), keep_dtype)
         else:
             default_skip = DEFAULT_SKIP if skip_modules is None else tuple(skip_modules)
-            _weight_only(model, name, node, dev, default_skip)
+            _weight_only(model, name, node, dev, default_skip, tuple(keep_dtype))
     finally:
         _restore_buffers(model, kept, dev)
     return name
@@ -142,8 +146,19 @@ def _restore_buffers(model: nn.Module, kept: dict[str, torch.Tensor], dev: torch
         module._buffers[buf_name] = buf.to(dev)
 
 
+def cast(model: nn.Module, dev: torch.device | None, dtype: torch.dtype, keep: Sequence[str] = ()) -> None:
+    """``model.to(dev, dtype)``, except parameters whose name contains an entry of ``keep``, which
+    keep their dtype (and values: they are not round-tripped through ``dtype``)."""
+    kept = {n: p.data for n, p in model.named_parameters() if any(k in n for k in keep)}
+    model.to(dtype=dtype) if dev is None else model.to(device=dev, dtype=dtype)
+    for n, data in kept.items():
+        param = model.get_parameter(n)
+        param.data = data.to(param.device)
+
+
 def _weight_only(
-    model: nn.Module, name: str, node: Mapping[str, Any], dev: torch.device, default_skip: tuple[str, ...]
+    model: nn.Module, name: str, node: Mapping[str, Any], dev: torch.device, default_skip: tuple[str, ...],
+    keep: tuple[str, ...] = (),
 ) -> None:
     compute = _dtype(str(node.get("dtype", "bf16")))
     explicit = node.get("skip_modules")  # null / absent: the policy family's own list
@@ -154,8 +169,12 @@ def _weight_only(
     targets = linear_names(model, skip)
     if not targets:
         raise QuantizationError(f"{name}: no nn.Linear modules left to quantize after skip_modules={skip}")
+    clash = sorted({t for t in targets for k in keep if k in t + ".weight"})
+    if clash:
+        raise QuantizationError(f"{name}: layers {clash[:3]} are both quantized and kept in their dtype; "
+                                "add them to skip_modules")
     if backend == "quanto":
-        _quanto(model, name, compute, dev, targets)
+        _quanto(model, name, compute, dev, targets, keep)
     elif backend == "bitsandbytes":
         if dev.type != "cuda":
             raise QuantizationError(
@@ -163,12 +182,13 @@ def _weight_only(
                 "on CPU use backend=quanto "
                 "(or backend=auto)"
             )
-        _bitsandbytes(model, name, compute, dev, targets, node)
+        _bitsandbytes(model, name, compute, dev, targets, node, keep)
     else:
         raise QuantizationError(f"quantization backend {backend!r} unknown; use auto, quanto or bitsandbytes")
 
 
-def _quanto(model: nn.Module, name: str, compute: torch.dtype, dev: torch.device, targets: list[str]) -> None:
+def _quanto(model: nn.Module, name: str, compute: torch.dtype, dev: torch.device, targets: list[str],
+            keep: tuple[str, ...] = ()) -> None:
     import torch
 
     try:
@@ -183,7 +203,7 @@ def _quanto(model: nn.Module, name: str, compute: torch.dtype, dev: torch.device
             f"int4 on CPU runs quanto's tinygemm kernel, which needs bf16 activations; got dtype={compute}. "
             "Set quantization.dtype=bf16."
         )
-    model.to(device=dev, dtype=compute)
+    cast(model, dev, compute, keep)
     quantize(model, weights=qint8 if name == "int8" else qint4, include=targets)
     freeze(model)
 
@@ -195,6 +215,7 @@ def _bitsandbytes(
     dev: torch.device,
     targets: list[str],
     node: Mapping[str, Any],
+    keep: tuple[str, ...] = (),
 ) -> None:
     try:
         import bitsandbytes as bnb
@@ -202,7 +223,7 @@ def _bitsandbytes(
         raise QuantizationError(
             f"quantization={name} on CUDA uses bitsandbytes, which is not installed: pip install bitsandbytes"
         ) from exc
-    model.to(dtype=compute)
+    cast(model, None, compute, keep)
     for target in targets:
         parent_name, _, child = target.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

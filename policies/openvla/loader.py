@@ -23,16 +23,14 @@ a 7B model never gets a random initialisation pass or a second copy in memory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from vla_gym.policies.openvla.config import OpenVLAConfig
 from vla_gym.policies.openvla.errors import CheckpointError
-from vla_gym.policies.toolkit.safe_load import load_safetensors
+from vla_gym.policies.toolkit.safe_load import load_safetensors, read_json
 
 PRISMATIC_CKPT = Path("checkpoints") / "latest-checkpoint.pt"
 PROJECTOR_KEYS = {
@@ -42,17 +40,6 @@ PROJECTOR_KEYS = {
 }
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """Parse a JSON file; :class:`CheckpointError` saying which file is missing or corrupted."""
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing ({what}); the checkpoint directory is incomplete")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is corrupted: not valid JSON ({exc}); re-download it") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def is_prismatic_run(path: Path) -> bool:

@@ -32,8 +32,8 @@ from vla_gym.policies.openvla.loader import (
     load_into,
     load_prismatic_state_dict,
     materialize_buffers,
-    read_json,
 )
+from vla_gym.policies.toolkit.safe_load import read_json
 from vla_gym.policies.openvla.modeling import OpenVLAModel, generated_lengths
 from vla_gym.policies.openvla.processor import PixelTransform, PromptTokenizer
 from vla_gym.policies.toolkit.device import select_device

@@ -19,13 +19,13 @@ The variant is read from the weights (pi0.5: AdaRMS ``dense`` keys in the action
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vla_gym.policies.toolkit.errors import CheckpointError
 from vla_gym.policies.toolkit.norm_stats import NormKind
+from vla_gym.policies.toolkit.safe_load import read_json
 
 WEIGHTS = "model.safetensors"
 LAYOUTS = ("openpi", "lerobot")
@@ -33,7 +33,6 @@ VARIANTS = ("pi0", "pi05")
 MODEL_ACTION_DIM = 32
 DEFAULT_NUM_STEPS = 10
 OPENPI_IMAGE_SLOTS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
-MAX_CONFIG_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -109,17 +108,6 @@ class Pi0Checkpoint:
         return self.path / WEIGHTS
 
 
-def read_json(file: Path, what: str) -> dict[str, Any]:
-    """A JSON object from a bounded file; :class:`CheckpointError` naming the file otherwise."""
-    if file.stat().st_size > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{file} is over {MAX_CONFIG_BYTES} bytes; refusing to parse it as {what}")
-    try:
-        raw = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file} ({what}) is not valid JSON ({exc}); re-copy it") from exc
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{file} ({what}) must hold a JSON object")
-    return raw
 
 
 def weight_keys(file: Path) -> list[str]:

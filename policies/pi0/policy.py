@@ -166,7 +166,11 @@ class Pi0Policy(Policy):
         model = build_model(ckpt)
         keep = LEROBOT_FP32_KEEP if ckpt.layout == "lerobot" else OPENPI_FP32_KEEP
         model.set_precision(PRECISIONS[name], keep_fp32=keep, round_kept=ckpt.layout == "openpi")
-        qname = apply_quantization(model, quantization, dev, skip_modules=cls.quantization_skip)
+        # The reference's fp32-kept parameters (norms, embeddings; the projections outside
+        # paligemma_with_expert) keep their dtype through quantization's casts too.
+        outer = tuple(f"{n}." for n, _ in model.named_children() if n != "paligemma_with_expert")
+        qname = apply_quantization(model, quantization, dev, skip_modules=cls.quantization_skip,
+                                   keep_dtype=(*keep, *outer))
         return cls(model, ckpt, norm, tok, fmt, num_steps=num_steps or ckpt.num_steps,
                    precision="bf16" if PRECISIONS[name] == torch.bfloat16 else "fp32", quantization_name=qname,
                    device=dev, image_size=image_size, seed=seed)

@@ -16,7 +16,6 @@ The formulas are each framework's own (they differ in their epsilons, and neithe
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,10 +24,10 @@ import numpy as np
 
 from vla_gym.policies.toolkit.errors import CheckpointError, NormStatsError
 from vla_gym.policies.toolkit.norm_stats import NormKind, NormStats
+from vla_gym.policies.toolkit.safe_load import read_json
 
 OPENPI_EPS = 1e-6
 LEROBOT_EPS = 1e-8
-MAX_JSON_BYTES = 16 * 2**20
 LEROBOT_KINDS = {"MEAN_STD": NormKind.MEAN_STD, "QUANTILES": NormKind.BOUNDS_Q01_Q99}
 RULES = ("openpi", "lerobot")
 
@@ -88,15 +87,6 @@ class Pi0Norm:
     source: str
 
 
-def _read_json(file: Path, what: str) -> Any:
-    if not file.is_file():
-        raise CheckpointError(f"{file} ({what}) is missing")
-    if file.stat().st_size > MAX_JSON_BYTES:
-        raise CheckpointError(f"{file} is over {MAX_JSON_BYTES} bytes; refusing to parse it as {what}")
-    try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file} is not valid JSON ({exc}); re-copy it") from exc
 
 
 def _feature(kind: NormKind, values: Mapping[str, Any], *, eps: float, rule: str, source: str,
@@ -124,7 +114,7 @@ def find_openpi_stats(checkpoint: Path, asset_id: str) -> Path:
 
 def load_openpi_stats(file: Path, kind: NormKind, family: str) -> Pi0Norm:
     """openpi ``{"norm_stats": {"state": {...}, "actions": {...}}}``."""
-    raw = _read_json(file, "openpi normalisation statistics")
+    raw = read_json(file, "openpi normalisation statistics")
     table = raw.get("norm_stats") if isinstance(raw, dict) else None
     if not isinstance(table, dict) or not all(isinstance(table.get(k), dict) for k in ("state", "actions")):
         raise NormStatsError(f"{file}: expected {{'norm_stats': {{'state': ..., 'actions': ...}}}}")
@@ -134,7 +124,7 @@ def load_openpi_stats(file: Path, kind: NormKind, family: str) -> Pi0Norm:
 
 
 def _step(pipeline: Path, registry_name: str) -> dict[str, Any]:
-    raw = _read_json(pipeline, "LeRobot processor pipeline")
+    raw = read_json(pipeline, "LeRobot processor pipeline")
     steps = raw.get("steps") if isinstance(raw, dict) else None
     if not isinstance(steps, list):
         raise CheckpointError(f"{pipeline}: expected a processor pipeline with a 'steps' list")

@@ -8,15 +8,14 @@ LLaVA), and the action keys that ``train_tinyvla.py`` adds (``action_head_type``
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vla_gym.policies.toolkit.errors import CheckpointError
+from vla_gym.policies.toolkit.safe_load import read_json
 
 ACTION_KEYS = ("action_head_type", "action_dim", "state_dim", "chunk_size")
-MAX_CONFIG_BYTES = 4 * 2**20
 # keys of vision_config.vision_tower that are LLaVA-Pythia's, not CLIPVisionConfig's
 _TOWER_EXTRA = ("mm_vision_select_feature", "mm_vision_select_layer", "vision_model_name_or_path", "concat",
                 "model_type", "architectures", "transformers_version")
@@ -67,20 +66,6 @@ class TinyVLAConfig:
                                                                  self.raw["vision_config"]["vision_tower"]["hidden_size"]))
 
 
-def read_json(file: Path, what: str) -> dict[str, Any]:
-    """A JSON object from ``file``, size-bounded; :class:`CheckpointError` naming the file otherwise."""
-    file = Path(file)
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing ({what})")
-    if file.stat().st_size > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{file} is over {MAX_CONFIG_BYTES} bytes; not a {what}")
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file} is not valid JSON ({exc}); re-download or re-save it") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file} must hold a JSON object ({what})")
-    return data
 
 
 def has_action_keys(file: Path) -> bool:

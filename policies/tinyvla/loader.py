@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from vla_gym.policies.tinyvla.config import TinyVLAConfig, has_action_keys, parse_config, read_json
+from vla_gym.policies.tinyvla.config import TinyVLAConfig, has_action_keys, parse_config
+from vla_gym.policies.toolkit.safe_load import read_json
 from vla_gym.policies.tinyvla.modeling import LlavaPythia
 from vla_gym.policies.tinyvla.unet import unet_kwargs_from_state
 from vla_gym.policies.toolkit.errors import CheckpointError

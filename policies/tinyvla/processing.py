@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_gym.policies.tinyvla.config import read_json
+from vla_gym.policies.toolkit.safe_load import read_json
 from vla_gym.policies.tinyvla.modeling import IMAGE_TOKEN_INDEX
 from vla_gym.policies.toolkit.errors import CheckpointError
 

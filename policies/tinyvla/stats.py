@@ -24,13 +24,12 @@ import numpy as np
 
 from vla_gym.policies.toolkit.errors import CheckpointError
 from vla_gym.policies.toolkit.norm_stats import NormKind, NormStats
-from vla_gym.policies.toolkit.safe_load import load_restricted_pickle
+from vla_gym.policies.toolkit.safe_load import load_restricted_pickle, read_json
 
 REQUIRED = ("action_min", "action_max", "qpos_mean", "qpos_std")
 KNOWN = (*REQUIRED, "action_mean", "action_std", "example_qpos")
 STATS_NAMES = ("dataset_stats.json", "dataset_stats.safetensors")
 PICKLE_NAME = "dataset_stats.pkl"
-MAX_JSON_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -84,12 +83,7 @@ def read_stats_file(file: Path, allow_pickle: bool = False) -> dict[str, np.ndar
         raise CheckpointError(f"stats file {file} is missing")
     suffix = file.suffix.lower()
     if suffix == ".json":
-        if file.stat().st_size > MAX_JSON_BYTES:
-            raise CheckpointError(f"{file} is over {MAX_JSON_BYTES} bytes; not a stats file")
-        try:
-            raw = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{file} is not valid JSON ({exc})") from exc
+        raw = read_json(file, "TinyVLA stats")
     elif suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.numpy import load_file

@@ -1,5 +1,6 @@
 """Loading untrusted weight and stats files without executing code from them.
 
+- :func:`read_json`: a checkpoint's JSON file (configs, stats, processor files), size-bounded.
 - :func:`load_safetensors`: the preferred format (no code, bounded parsing).
 - :func:`load_torch_state_dict`: ``torch.load(weights_only=True)`` of a tensor dict (no arbitrary
   unpickling; DDP's ``module.`` prefix stripped).
@@ -11,12 +12,15 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 from pathlib import Path
 from typing import Any
 
 from vla_gym.policies.toolkit.errors import CheckpointError
 
+MAX_JSON_BYTES = 16 * 2**20
+"""Configs, stats and processor files are kilobytes to a few megabytes (a tokenizer.json ~2 MB)."""
 MAX_PICKLE_BYTES = 64 * 2**20
 """Stats pickles are kilobytes; anything larger than this is refused before unpickling."""
 
@@ -51,6 +55,24 @@ def load_restricted_pickle(file: Path, *, max_bytes: int = MAX_PICKLE_BYTES) -> 
         return _RestrictedUnpickler(io.BytesIO(file.read_bytes())).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"{file}: refused or unreadable stats pickle ({type(exc).__name__}: {exc})") from exc
+
+
+def read_json(file: Path, what: str, *, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """The JSON object in ``file`` (``what`` it is, for messages); :class:`CheckpointError` naming the
+    file and the fix when it is missing, over ``max_bytes``, not JSON or not an object."""
+    file = Path(file)
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing ({what}); the checkpoint directory is incomplete")
+    size = file.stat().st_size
+    if size > max_bytes:
+        raise CheckpointError(f"{file} is {size} bytes, over the {max_bytes} allowed for {what}; refusing to parse it")
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file} is corrupted: not valid JSON ({exc}); re-download or re-copy it") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file} ({what}): expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def load_safetensors(file: Path) -> dict[str, Any]:
