@@ -33,6 +33,8 @@ class RandomPolicy(Policy):
         image_size: Side of those camera images.
     """
 
+    batch_wait_ms = 0.0  # one RNG draw per env: parallel envs never wait to share a call
+
     def __init__(self, chunk_size: int = 1, scale: float = 1.0, seed: int = 0, action_dim: int = 7,
                  cameras: tuple[str, ...] | list[str] = (), image_size: int = 224) -> None:
         if chunk_size < 1:

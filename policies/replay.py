@@ -30,6 +30,7 @@ class ReplayPolicy(Policy):
 
     inputs = PolicyInputs(cameras=())
     execution = ChunkExecution(mode="open_loop", replan_steps=1)
+    batch_wait_ms = 0.0  # a table lookup: parallel envs never wait to share a call
 
     def __init__(self, actions: str | np.ndarray, hold_last: bool = True) -> None:
         if isinstance(actions, (str, Path)):

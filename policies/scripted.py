@@ -63,6 +63,7 @@ class ScriptedPickPlacePolicy(Policy):
 
     inputs = PolicyInputs(cameras=(), uses_state=True, uses_privileged=True)
     execution = ChunkExecution(mode="open_loop", replan_steps=1)
+    batch_wait_ms = 0.0  # microseconds per call: parallel envs never wait to share one
 
     def __init__(self, lift_height: float = 0.12, grasp_depth: float = 0.025, max_grasp_attempts: int = 3) -> None:
         self.lift_height = lift_height

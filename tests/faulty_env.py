@@ -40,3 +40,20 @@ class FailOnSeed(gym.Wrapper):
                 time.sleep(3600)
             raise RuntimeError(f"injected fault at step {self._t}")
         return self.env.step(action)
+
+
+class SlowOnSeed(gym.Wrapper):
+    """Sleeps ``delay_s`` in every step of the episodes whose reset seed is listed (a slow env)."""
+
+    def __init__(self, env: gym.Env, seeds: Any = (), delay_s: float = 0.1) -> None:
+        super().__init__(env)
+        self.seeds, self.delay_s, self._slow = {int(s) for s in seeds}, float(delay_s), False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._slow = seed in self.seeds
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        if self._slow:
+            time.sleep(self.delay_s)
+        return self.env.step(action)

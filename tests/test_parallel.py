@@ -120,6 +120,8 @@ def test_evaluate_from_python_and_shards_that_merge_into_the_unsharded_run(tmp_p
     # Workers start independently (no lockstep), so episodes must outlast a worker's env build
     # for the two to overlap: a slow policy (0.15 s per call, 40 steps = 6 s) makes them.
     class Recording(RandomPolicy):
+        batch_wait_ms = None  # waits for every env mid-step, as a torch model does (RandomPolicy: 0)
+
         def act(self, observations, env_ids=None):
             self.calls.append(list(env_ids))
             time.sleep(0.15)
@@ -157,3 +159,32 @@ def test_worker_egl_devices_are_checked_before_anything_is_written_and_used_by_t
         vla_gym.evaluate("random", output_dir=tmp_path / "bad2", worker_egl_devices=[], **opts)
     res = vla_gym.evaluate("random", output_dir=tmp_path / "ok", worker_egl_devices=[0], **opts)
     assert res["overall"]["episodes"] == 2 and res["overall"]["errors"] == 0
+
+
+def test_with_batch_wait_zero_a_fast_env_runs_ahead_of_a_slow_one(tmp_path):
+    """Two workers, one env 0.2 s slower per step, a policy declaring ``batch_wait_ms = 0`` (as
+    scripted/random/replay do): while both envs are mid-episode, the fast env's policy calls are its
+    own, not paired with the slow env's (lockstep batching would pair almost every one; that case is
+    covered by the shared-call assertion in the test above)."""
+    import vla_gym
+    from vla_gym.policies.random_policy import RandomPolicy
+
+    class Timed(RandomPolicy):  # batch_wait_ms = 0, inherited
+        def act(self, observations, env_ids=None):
+            self.calls.append((time.monotonic(), list(env_ids)))
+            return super().act(observations, env_ids)
+
+    policy = Timed(seed=0)
+    policy.calls = []
+    slow = "[{_target_:tests.faulty_env.SlowOnSeed,seeds:[8],delay_s:0.2}]"  # episode 1 (seed 7 + 1)
+    res = vla_gym.evaluate(policy, env="robosuite_lift", episodes=2, output_dir=tmp_path / "run", num_envs=2,
+                           max_steps=40, video={"enabled": False}, overrides=(f"perturbation.wrappers={slow}",))
+    assert res["overall"]["episodes"] == 2 and res["overall"]["errors"] == 0 and res["meta"]["batch_wait_ms"] == 0
+    times = {e: [t for t, ids in policy.calls if e in ids] for e in (0, 1)}
+    slow_env = max(times, key=lambda e: times[e][-1] - times[e][0])
+    fast_env = 1 - slow_env
+    lo, hi = max(times[0][0], times[1][0]), min(times[0][-1], times[1][-1])
+    assert lo < hi, "the two episodes never overlapped"
+    fast_calls = [ids for t, ids in policy.calls if lo <= t <= hi and fast_env in ids]
+    paired = sum(len(ids) == 2 for ids in fast_calls)
+    assert len(fast_calls) >= 5 and paired <= 0.5 * len(fast_calls), (paired, len(fast_calls))

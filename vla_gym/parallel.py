@@ -11,6 +11,8 @@ Each step the parent calls the policy **once** for all envs that need a new chun
 actions get them at once; the policy call waits only for envs that are mid-step (never for
 one that is resetting or building its simulator). With open-loop chunks the envs therefore
 fall into step with each other after their first chunk and are served in one batch.
+``batch_wait_ms`` bounds that wait: policies without weights (scripted, random, replay) declare 0,
+since for them a shared call saves nothing and waiting makes every env as slow as the slowest.
 
 Process hygiene (STYLE.md, LeRobot / vla-eval): workers start with ``spawn`` (or
 ``forkserver``), never ``fork``, so neither robosuite's EGL state nor the run directory's
@@ -236,17 +238,21 @@ class EnvPool:
         start_method: ``spawn`` or ``forkserver``.
         timeout_s: Kill and replace a worker whose pending command got no reply for this long (None: never).
         egl_devices: ``MUJOCO_EGL_DEVICE_ID`` of worker slot ``i`` is ``egl_devices[i % len]``.
+        batch_wait_s: How long an env that needs a chunk waits for envs still mid-step, to share one
+            policy call (None: until they reply -- lockstep batching, what a GPU model wants; 0: never,
+            what a cheap policy wants: waiting only makes each env as slow as the slowest).
     """
 
     def __init__(self, cfg: dict[str, Any], inputs: Any, out_dir: str | os.PathLike, num_envs: int, *,
                  start_method: str = "spawn", timeout_s: float | None = None,
-                 egl_devices: list[int] | None = None) -> None:
+                 egl_devices: list[int] | None = None, batch_wait_s: float | None = None) -> None:
         if start_method not in START_METHODS:
             raise ValueError(f"worker_start_method must be one of {START_METHODS} (never fork), got {start_method!r}")
         self.ctx = mp.get_context(start_method)
         self.cfg, self.inputs, self.out_dir = cfg, inputs, str(out_dir)
         self.num_envs = int(num_envs)
         self.timeout_s = timeout_s
+        self.batch_wait_s = batch_wait_s
         self.egl_devices = list(egl_devices) if egl_devices else None
         self.workers: list[_Worker | None] = [None] * self.num_envs
         self.restarts = 0
@@ -289,6 +295,7 @@ class EnvPool:
         queue = deque(episodes)
         runs: dict[int, EpisodeRun] = {}
         need: dict[int, dict[str, Any]] = {}  # slot -> observation awaiting a chunk
+        need_since = 0.0  # when the oldest entry of ``need`` arrived
 
         def done(slot: int, error: str | None = None) -> None:
             run = runs.pop(slot)
@@ -336,7 +343,8 @@ class EnvPool:
             if not runs:
                 return
             stepping = [s for s in runs if self.workers[s] is not None and self.workers[s].pending == "step"]
-            if need and not stepping:  # everyone mid-step has replied: one policy call for all who need a chunk
+            overdue = self.batch_wait_s is not None and need and time.monotonic() >= need_since + self.batch_wait_s
+            if need and (not stepping or overdue):  # one policy call for all who need a chunk now
                 batch = dict(need)
                 need.clear()
                 act(batch)
@@ -344,7 +352,11 @@ class EnvPool:
             waiting = {self.workers[s].conn: s for s in runs if self.workers[s] is not None and self.workers[s].pending}
             if not waiting:
                 continue
-            ready = wait(list(waiting), timeout=self._wait_timeout())
+            timeout = self._wait_timeout()
+            if need and self.batch_wait_s is not None:
+                left = max(0.0, need_since + self.batch_wait_s - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+            ready = wait(list(waiting), timeout=timeout)
             for conn in ready:
                 slot = waiting[conn]
                 w = self.workers[slot]
@@ -381,6 +393,8 @@ class EnvPool:
                 if finished:
                     done(slot)
                 elif actor.executors[slot].needs_chunk:
+                    if not need:
+                        need_since = time.monotonic()
                     need[slot] = obs
                 else:
                     act({slot: obs})  # queued action: no policy call, no waiting

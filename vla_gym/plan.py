@@ -259,6 +259,8 @@ def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
                           f"and the run-dir lock with the workers), got {cfg.worker_start_method!r}")
     if cfg.get("worker_timeout_s") is not None and float(cfg.worker_timeout_s) <= 0:
         raise ConfigError(f"worker_timeout_s must be > 0 (or null for no watchdog), got {cfg.worker_timeout_s}")
+    if cfg.get("batch_wait_ms") is not None and float(cfg.batch_wait_ms) < 0:
+        raise ConfigError(f"batch_wait_ms must be >= 0 (or null for the policy's), got {cfg.batch_wait_ms}")
     check_egl_devices(cfg.get("worker_egl_devices"))
     shard = parse_shard(cfg.get("shard"))
     check_policy_paths(cfg.policy)

@@ -138,6 +138,11 @@ class Policy(abc.ABC):
     """True for policies whose constructor takes ``quantization=`` (torch models)."""
     quantization_skip: tuple[str, ...] = ()
     """Module-name patterns (fnmatch) that weight quantization must leave unquantized."""
+    batch_wait_ms: float | None = None
+    """With parallel envs, how long an env that needs a chunk waits for envs still mid-step so they
+    share one ``act`` call: None = until they all reply (lockstep batching, what a GPU model wants);
+    0 = never (cheap policies: a shared call saves nothing, and waiting makes every env as slow as
+    the slowest)."""
 
     def reset(self, env_ids: Sequence[int] | None = None,  # noqa: B027 - optional hook
               seeds: Sequence[int | None] | None = None) -> None:
