@@ -60,6 +60,8 @@ class Family:
         stochastic: Sampling policies (diffusion, flow matching): reseeded before every compared call.
         reference_setting: The quantization setting others are compared with (its reference dtype).
         extra: Fixed ``from_pretrained`` kwargs.
+        cpu_extra: More kwargs on a CPU (pi0: ``precision=fp32``; its reference bf16 runs batched
+            matmuls ~100x slower on CPUs without bf16 kernels). Explicit kwargs override both.
     """
 
     target: str
@@ -68,6 +70,7 @@ class Family:
     stochastic: bool = False
     reference_setting: str = "bf16"
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu_extra: dict[str, Any] = field(default_factory=dict)
 
     def policy_class(self) -> Any:
         module, _, cls = self.target.partition(":")
@@ -82,9 +85,9 @@ FAMILIES: dict[str, Family] = {
     "tinyvla": Family("vla_gym.policies.tinyvla:TinyVLAPolicy", _tiny_tinyvla, wrist=True, stochastic=True,
                       reference_setting="fp32"),
     "pi0": Family("vla_gym.policies.pi0:Pi0Policy", _tiny_pi0("pi0"), wrist=True, stochastic=True,
-                  reference_setting="fp32", extra={"variant": "pi0"}),
+                  reference_setting="fp32", extra={"variant": "pi0"}, cpu_extra={"precision": "fp32"}),
     "pi05": Family("vla_gym.policies.pi0:Pi0Policy", _tiny_pi0("pi05"), wrist=True, stochastic=True,
-                   reference_setting="fp32", extra={"variant": "pi05"}),
+                   reference_setting="fp32", extra={"variant": "pi05"}, cpu_extra={"precision": "fp32"}),
 }
 
 
@@ -93,7 +96,8 @@ def load(family: str, checkpoint: Path, quantization: dict[str, Any] | str, devi
     """Build a policy of ``family`` through its public factory, as Hydra would."""
     fam = FAMILIES[family]
     q = {"name": quantization} if isinstance(quantization, str) else quantization
-    return fam.policy_class().from_pretrained(checkpoint, device=device, quantization=q, **fam.extra, **kwargs)
+    opts = {**fam.extra, **(fam.cpu_extra if str(device).startswith("cpu") else {}), **kwargs}
+    return fam.policy_class().from_pretrained(checkpoint, device=device, quantization=q, **opts)
 
 
 def tiny_checkpoint(family: str, scratch: Path) -> tuple[Path, dict[str, Any]]:
