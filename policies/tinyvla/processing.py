@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_gym.policies.toolkit.safe_load import read_json
 from vla_gym.policies.tinyvla.modeling import IMAGE_TOKEN_INDEX
 from vla_gym.policies.toolkit.errors import CheckpointError
+from vla_gym.policies.toolkit.safe_load import read_json
+from vla_gym.policies.toolkit.transforms import ExpandToSquare
 
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the user's questions.")
@@ -101,22 +102,6 @@ def center_crop_resize(img: torch.Tensor, ratio: float = CROP_RATIO) -> torch.Te
     return tvf.resize(crop, [h, w], antialias=True)
 
 
-def expand2square(img: np.ndarray, background: tuple[float, ...]) -> np.ndarray:
-    """``eval_real_franka.expand2square`` on one (H, W, 3) float image: pad to a square, centred on the long side."""
-    h, w, c = img.shape
-    side = max(h, w)
-    if h == w:
-        return img
-    out = np.full((side, side, c), background, dtype=np.float32)
-    if h > w:
-        off = (side - w) // 2
-        out[:h, off: off + w] = img
-    else:
-        off = (side - h) // 2
-        out[off: off + h, :w] = img
-    return out
-
-
 def image_to_pixels(img: np.ndarray, processor: Any, center_crop: bool = True) -> torch.Tensor:
     """One upright uint8 (H, W, 3) frame -> the model's (3, S, S) float32 input."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
@@ -124,7 +109,7 @@ def image_to_pixels(img: np.ndarray, processor: Any, center_crop: bool = True) -
     t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
     if center_crop:
         t = center_crop_resize(t)
-    sq = expand2square(t.permute(1, 2, 0).numpy(), tuple(processor.image_mean))
+    sq = ExpandToSquare(tuple(processor.image_mean))(t.permute(1, 2, 0).numpy())  # float pad, as the eval
     out = processor.preprocess(sq, return_tensors="pt", do_normalize=True, do_rescale=False,
                                do_center_crop=False)["pixel_values"]
     return out[0].to(torch.float32)

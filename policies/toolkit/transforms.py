@@ -115,19 +115,23 @@ class ResizeWithPad:
 class ExpandToSquare:
     """LLaVA's ``expand2square``: pad the shorter side to a square of ``background``, image centred.
 
-    ``background`` is the processor's ``image_mean`` scaled to 0..255 (``int(255 * m)``) in LLaVA.
+    On uint8 frames ``background`` is the processor's ``image_mean`` scaled to 0..255
+    (``int(255 * m)``, LLaVA's PIL version); on float32 ``(H, W, 3)`` images in [0, 1] it is the
+    mean itself (TinyVLA's eval pads the ``/255`` float image). The output keeps the input's dtype.
     """
 
-    background: tuple[int, int, int] = (0, 0, 0)
+    background: tuple[float, float, float] = (0, 0, 0)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
-        img = _check_image(img)
+        img = np.asarray(img)
+        if img.dtype not in (np.uint8, np.float32) or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"expected a uint8 or float32 (H, W, 3) image, got {img.dtype} {img.shape}")
         h, w = img.shape[:2]
         if h == w:
             return img
         side = max(h, w)
-        out = np.empty((side, side, 3), dtype=np.uint8)
-        out[:] = np.asarray(self.background, dtype=np.uint8)
+        out = np.empty((side, side, 3), dtype=img.dtype)
+        out[:] = np.asarray(self.background, dtype=img.dtype)
         top, left = (side - h) // 2, (side - w) // 2
         out[top:top + h, left:left + w] = img
         return out
