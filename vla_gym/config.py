@@ -100,11 +100,11 @@ class RolloutConfig:
     worker_timeout_s: Optional[float] = None
     """Stall watchdog: a worker with no reply for this long is killed, its episode an ``error``, and replaced."""
     worker_egl_devices: Optional[list[int]] = None
+    """``MUJOCO_EGL_DEVICE_ID`` per worker (slot i gets item i mod len); null = the default device."""
     batch_wait_ms: Optional[float] = None
     """With ``num_envs > 1``: how long an env needing a chunk waits for envs mid-step to share one
     policy call; null = the policy's ``batch_wait_ms`` (torch models: until all reply; 0 for
     scripted/random/replay). Never changes an episode's outcome, only who shares a call."""
-    """``MUJOCO_EGL_DEVICE_ID`` per worker (slot i gets item i mod len); null = the default device."""
     shard: Optional[str] = None
     """``"i/n"``: run only shard i of n of the planned episodes (round robin); merge with ``vla_gym.merge``."""
     retry_errors: bool = True

@@ -95,6 +95,12 @@ def chunk_execution(cfg: DictConfig, policy: Policy) -> dict[str, Any]:
     return {"mode": str(mode), "replan_steps": replan, "k": float(cfg.chunk.k)}
 
 
+def batch_wait_ms(cfg: DictConfig, policy: Policy) -> float | None:
+    """How long parallel envs wait to share a policy call: ``batch_wait_ms``, else the policy's declaration."""
+    value = cfg.get("batch_wait_ms")
+    return policy.batch_wait_ms if value is None else float(value)
+
+
 def make_env(cfg: DictConfig, task_index: int, policy: Any, record_video: bool, scene_seed: int = 0):
     """Build the env the policy needs: its cameras at its size, video view, perturbations.
 
@@ -327,6 +333,7 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
 
     out = store.dir
     chunk = chunk_execution(cfg, policy)
+    wait_ms = batch_wait_ms(cfg, policy)
     actor = ChunkedActor(policy, num_envs=1, **chunk)  # num_envs > 1: one per worker slot (below)
     policy_info = asdict(policy.info())
     policy_name = (choices or {}).get("policy") or policy_info["name"]
@@ -336,7 +343,7 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
         "perturbation": cfg.perturbation.name, "perturbation_strength": float(cfg.perturbation.strength),
         "seed": int(cfg.seed), "config_fingerprint": store.fingerprint, "policy_info": policy_info,
         "chunk": chunk, "scene": plan.scene, "num_envs": int(cfg.num_envs), "shard": plan.shard,
-        "batch_wait_ms": policy.batch_wait_ms if cfg.get("batch_wait_ms") is None else float(cfg.batch_wait_ms),
+        "batch_wait_ms": wait_ms,
     }
     store.start(env=cfg.env.id, suite=plan.suite)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -388,12 +395,10 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
             from vla_gym.parallel import EnvPool
 
             actor = ChunkedActor(policy, num_envs=num_envs, **chunk)
-            wait_ms = cfg.get("batch_wait_ms")
-            wait_ms = policy.batch_wait_ms if wait_ms is None else wait_ms
             with EnvPool(OmegaConf.to_container(cfg, resolve=True), policy.inputs, out, num_envs,
                          start_method=str(cfg.worker_start_method), timeout_s=cfg.worker_timeout_s,
                          egl_devices=list(cfg.worker_egl_devices) if cfg.worker_egl_devices else None,
-                         batch_wait_s=None if wait_ms is None else float(wait_ms) / 1e3) as pool:
+                         batch_wait_s=None if wait_ms is None else wait_ms / 1e3) as pool:
                 pool.run(pending, actor, scene_seed, on_done=store_episode,
                          trajectories=bool(cfg.trajectory.enabled))
         else:
