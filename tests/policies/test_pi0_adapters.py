@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vla_gym.envs.contract import upright
-from vla_gym.policies.pi0 import config, loader, processing, prompts, stats
+from vla_gym.policies.pi0 import config, images, loader, processing, prompts, stats
 from vla_gym.policies.pi0.make_tiny import write_tiny_pi0
 from vla_gym.policies.pi0.modeling import EMBED_KEY, EXPERT_LM_HEAD_KEY, LM_HEAD_KEY
 from vla_gym.policies.pi0.tokenizer import PaligemmaTokenizer, find_tokenizer
@@ -353,19 +353,38 @@ def test_reference_image_equals_openpis_client_on_the_raw_frame(shape):
     raw = np.ascontiguousarray(np.resize(make_frame(max(shape)), (*shape, 3)))  # bottom-up, as the simulator
     client = image_tools.convert_to_uint8(
         image_tools.resize_with_pad(np.ascontiguousarray(raw[::-1, ::-1]), 224, 224))
-    np.testing.assert_array_equal(processing.REFERENCE_IMAGE(upright(raw)), client)
+    np.testing.assert_array_equal(images.OPENPI_IMAGE(upright(raw)), client)
 
 
-def test_image_batch_scales_to_minus_one_one_and_masks_the_empty_slot():
+@pytest.mark.parametrize("pipeline", images.IMAGE_PIPELINES)
+def test_image_batch_scales_to_minus_one_one_and_masks_the_empty_slot(pipeline):
     raw = make_frame(256)
     obs = [{"images": {"agentview": upright(raw), "wrist": upright(raw[:, ::-1].copy())}}]
-    images, masks = processing.image_batch(obs, ("agentview", "wrist", None))
-    assert images.shape == (3, 1, 3, 224, 224) and masks.tolist() == [[True], [True], [False]]
-    ref = processing.REFERENCE_IMAGE(upright(raw))
-    np.testing.assert_allclose(images[0, 0], ref.transpose(2, 0, 1) / 255.0 * 2 - 1, atol=1e-6)
-    assert (images[2] == -1.0).all()  # zero image -> -1, as openpi's zeros and LeRobot's -1 padding
+    cpu = torch.device("cpu")
+    imgs, masks = images.image_batch(obs, ("agentview", "wrist", None), pipeline, cpu)
+    assert [tuple(x.shape) for x in imgs] == [(1, 3, 224, 224)] * 3
+    assert [m.tolist() for m in masks] == [[True], [True], [False]]
+    one = images.openpi_image(upright(raw)) if pipeline == "openpi" else images.lerobot_image(upright(raw), cpu)
+    torch.testing.assert_close(imgs[0][0], one, rtol=0, atol=0)
+    assert (imgs[2] == -1.0).all()  # zero image -> -1, as openpi's zeros and LeRobot's -1 padding
     with pytest.raises(KeyError, match="no image for camera 'wrist'"):
-        processing.image_batch([{"images": {"agentview": upright(raw)}}], ("agentview", "wrist"))
+        images.image_batch([{"images": {"agentview": upright(raw)}}], ("agentview", "wrist"), pipeline, cpu)
+
+
+def test_lerobot_image_turns_scales_and_pads_as_resize_with_pad_torch():
+    """224 frames skip the resize (LeRobot's shape check); a wide frame is scaled to 224 wide, padded centred."""
+    cpu = torch.device("cpu")
+    raw = make_frame(224)
+    expected = torch.from_numpy(np.ascontiguousarray(raw[::-1, ::-1])).permute(2, 0, 1).float() / 255 * 2 - 1
+    torch.testing.assert_close(images.lerobot_image(upright(raw), cpu), expected, rtol=0, atol=0)
+    wide = np.full((100, 448, 3), 255, dtype=np.uint8)  # -> 50 x 224 of ones, 87 rows of padding above
+    img = images.lerobot_image(wide, cpu)
+    assert (img[:, 87:137] == 1).all() and (img[:, :87] == -1).all() and (img[:, 137:] == -1).all()
+    pil = images.openpi_image(upright(make_frame(256)))
+    torch_path = images.lerobot_image(upright(make_frame(256)), cpu)
+    assert (pil - torch_path).abs().max() > 1e-2  # the two references' pixels differ on a downscale
+    with pytest.raises(ValueError, match="image_pipeline must be one of"):
+        images.check_pipeline("pil")
 
 
 def test_camera_slots_of_both_layouts():
