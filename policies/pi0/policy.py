@@ -143,7 +143,8 @@ class Pi0Policy(Policy):
             checkpoint: The dir with ``model.safetensors`` (LeRobot: ``pretrained_model/`` or its parent).
             variant: ``pi0`` / ``pi05`` to assert (the weights decide; a mismatch is an error), or None.
             tokenizer: PaliGemma SentencePiece model file (or a dir holding it); None = look in the
-                checkpoint dir, then openpi's download cache.
+                checkpoint dir, then (LeRobot dirs) the local HF cache of the repo the preprocessor
+                names, then openpi's download cache.
             openpi_config: openpi recipe (``pi0_libero`` / ``pi05_libero``); None = the LIBERO recipe
                 of the detected variant. Decides prompt, token length and the delta-action transform.
             asset_id: openpi stats under ``assets/<asset_id>``; None = the recipe's
@@ -168,7 +169,7 @@ class Pi0Policy(Policy):
         ckpt = read_checkpoint(checkpoint, variant=variant, openpi_config=openpi_config)
         fmt = check_prompt_format(prompt_format, ckpt.prompt_format, f"{ckpt.path} ({ckpt.provenance})")
         norm = load_norm(ckpt, asset_id)
-        tok = PaligemmaTokenizer(find_tokenizer(tokenizer, ckpt.path), ckpt.max_token_len)
+        tok = PaligemmaTokenizer(find_tokenizer(tokenizer, ckpt.path, ckpt.tokenizer_repo), ckpt.max_token_len)
         name = precision or ("bf16" if ckpt.reference_precision == "bfloat16" else "fp32")
         if name not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)} or null, got {precision!r}")

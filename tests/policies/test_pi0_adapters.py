@@ -11,6 +11,7 @@ does; the key rules with the file LeRobot's own ``save_model`` wrote (``pi0_ref_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -118,6 +119,53 @@ def test_tokenizer_is_found_at_the_configured_path_or_beside_the_checkpoint(tmp_
     assert find_tokenizer(None, ckpt) == ckpt / "paligemma_tokenizer.model"
     with pytest.raises(CheckpointError, match="not a SentencePiece model"):
         PaligemmaTokenizer(ckpt / "paligemma_tokenizer.model", 48)
+
+
+def _hub_cache_with(root: Path, repo: str, files: dict[str, bytes]) -> Path:
+    """A Hugging Face hub cache holding ``files`` of ``repo`` at ``main``, in huggingface_hub's layout."""
+    repo_dir = root / ("models--" + repo.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(exist_ok=True)
+        blob.write_bytes(data)
+        link = repo_dir / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(blob)
+    return root
+
+
+def test_lerobot_dir_finds_its_tokenizer_in_the_local_hf_cache(tmp_path, monkeypatch):
+    """The repo the preprocessor names (google/paligemma-3b-pt-224), found offline where AutoTokenizer would."""
+    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "openpi"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt = write_tiny_pi0(tmp_path / "ckpt", "lerobot", "pi0")
+    (ckpt / "paligemma_tokenizer.model").unlink()
+    parsed = config.read_checkpoint(ckpt)
+    assert parsed.tokenizer_repo == "google/paligemma-3b-pt-224"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    with pytest.raises(CheckpointError, match="hub cache .*google/paligemma-3b-pt-224/tokenizer.model"):
+        find_tokenizer(None, ckpt, parsed.tokenizer_repo)
+    sp_model = (DATA / "pi0_tiny_tokenizer.model").read_bytes()
+    _hub_cache_with(tmp_path / "hf_home" / "hub", "google/paligemma-3b-pt-224", {"tokenizer.model": sp_model})
+    found = find_tokenizer(None, ckpt, parsed.tokenizer_repo)  # $HF_HOME/hub
+    assert found.read_bytes() == sp_model and "models--google--paligemma-3b-pt-224" in str(found)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))  # HF_HUB_CACHE wins over HF_HOME
+    with pytest.raises(CheckpointError, match="no PaliGemma tokenizer found"):
+        find_tokenizer(None, ckpt, parsed.tokenizer_repo)
+    _hub_cache_with(tmp_path / "elsewhere", "google/paligemma-3b-pt-224", {"tokenizer.model": sp_model})
+    from vla_gym.policies.pi0 import Pi0Policy
+
+    policy = Pi0Policy.from_pretrained(ckpt, device="cpu", precision="fp32")  # the user's path, offline
+    assert str(policy.tokenizer.file).startswith(str(tmp_path / "elsewhere"))
+    with pytest.raises(CheckpointError, match="no PaliGemma tokenizer found"):
+        find_tokenizer(None, ckpt)  # openpi dirs name no hub repo: the cache is not searched
+    with pytest.raises(CheckpointError, match="not a hub repo id"):
+        find_tokenizer(None, ckpt, "../../etc/passwd")
 
 
 # -- normalisation ----------------------------------------------------------------------------------
