@@ -220,6 +220,33 @@ def test_lerobot_eval_path_from_raw_frames_equals_lerobots_own(lerobot_e2e, vari
                                        err_msg=f"{variant} {key} {size}")
 
 
+@pytest.mark.parametrize("variant", ["pi0", "pi05"])
+def test_openpi_client_path_from_raw_frames_equals_openpis_own(tiny, variant):
+    """openpi's LIBERO client + ``Policy.infer(noise=)`` by openpi itself (``data/make_pi0_openpi_e2e_fixture.py``):
+    raw frames at 256x256 (its render), 200x300 (PIL resize and padding) and 224x224 (no resize), the
+    bf16-stored converter files, against ``from_pretrained`` + ``act(noise=)``.
+
+    Measured: fp32 <= 4.2e-7 (actions up to 4.0); openpi's bf16 policy on both sides <= 1.7e-3. Today's main
+    computes the same numbers (this path was right); what it lacked is `act(noise=)`."""
+    ref = np.load(DATA / "pi0_openpi_e2e_reference.npz")
+    ckpt = tiny[f"openpi-{variant}"]
+    assert hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest() == str(ref[f"sha256_{variant}"])
+    script = _fixture_script("make_pi0_openpi_e2e_fixture")
+    for key, precision, atol in (("fp32", "fp32", 1e-5), ("bf16", None, 5e-3)):
+        policy = Pi0Policy.from_pretrained(ckpt, device="cpu", precision=precision)
+        assert policy.inputs.image_size == 256 and policy.precision == key
+        for i, size in enumerate(script.SIZES):
+            agent, wrist = script.frames(i)
+            assert agent.shape[:2] == size
+            assert hashlib.sha256(agent.tobytes() + wrist.tobytes()).hexdigest() == str(ref[f"frames_sha256_{i}"])
+            obs = {"images": {"agentview": upright(agent), "wrist": upright(wrist)},
+                   "instruction": str(ref[f"task_{i}"]), "state": ref[f"state_{i}"]}
+            noise = script.noise(int(ref["seeds"][i]), policy.chunk_size)[None]
+            ours = policy.act([obs], noise=noise).actions[0]
+            np.testing.assert_allclose(ours, ref[f"{variant}_{key}_{i}"], rtol=0, atol=atol,
+                                       err_msg=f"{variant} {key} {size}")
+
+
 def test_explicit_noise_reproduces_a_chunk_and_is_validated(fp32):
     """``act(noise=)`` is the flow's x_1: the same noise gives the same chunk, whatever the env generators."""
     policy = fp32["openpi-pi05"]
