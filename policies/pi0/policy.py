@@ -3,8 +3,12 @@
 One call = one flow-matching sample per observation: reference images, normalised state,
 prompt tokens and per-env noise go through :meth:`Pi0Model.sample_actions` as one batch; the
 chunk is un-normalised (and made absolute for ``pi0_libero``) and cut to the 7 LIBERO dims.
+Images follow each layout's reference (:mod:`vla_gym.policies.pi0.images`): openpi dirs openpi's
+client (render 256, PIL resize-with-pad), LeRobot dirs ``lerobot-eval`` (render 360, torch
+resize-with-pad in float, no antialias); ``docs/fidelity-pi0.md`` puts the two side by side.
 
-Noise: each env has its own ``torch.Generator``, seeded by :meth:`reset` with the episode seed
+Noise: ``act(noise=)`` takes the flow's x_1 explicitly (as both references' samplers do); otherwise
+each env has its own ``torch.Generator``, seeded by :meth:`reset` with the episode seed
 (``seed + env_id`` before any reset), so an episode is reproducible and does not depend on which
 envs share the batch; a batch is B independent samples and row b equals the B = 1 call within
 float tolerance (measured in tests/policies/test_pi0_policy.py).
