@@ -118,7 +118,8 @@ class Pi0Policy(Policy):
         self.slot_cameras = slot_cameras(ckpt.image_slots, str(ckpt.path / "config.json"))
         uses_state = not ckpt.pi05 or prompt_format.uses_state or ckpt.delta_actions
         self.inputs = PolicyInputs(cameras=tuple(c for c in self.slot_cameras if c is not None),
-                                   image_size=image_size or RENDER_SIZE[ckpt.layout], uses_state=uses_state)
+                                   image_size=RENDER_SIZE[ckpt.layout] if image_size is None else int(image_size),
+                                   uses_state=uses_state)
         if ckpt.n_action_steps is not None:  # LeRobot's eval executes n_action_steps of each chunk
             self.execution = ChunkExecution("open_loop", replan_steps=min(ckpt.n_action_steps, ckpt.action_horizon))
         self._generators: dict[int, torch.Generator] = {}
