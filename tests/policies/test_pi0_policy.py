@@ -328,6 +328,11 @@ def test_configured_values_that_disagree_with_the_checkpoint_are_refused(tiny, t
     big.write_bytes(train_tokenizer(vocab_size=600))
     with pytest.raises(CheckpointError, match="not this model's tokenizer"):
         Pi0Policy.from_pretrained(tiny["lerobot-pi0"], device="cpu", tokenizer=big)
+    with pytest.raises(ValueError, match="image_pipeline must be one of"):
+        Pi0Policy.from_pretrained(tiny["lerobot-pi0"], device="cpu", image_pipeline="pil")
+    chosen = Pi0Policy.from_pretrained(tiny["lerobot-pi0"], device="cpu", precision="fp32", image_pipeline="openpi",
+                                       image_size=256)  # both asked for: openpi's pixels on a LeRobot dir
+    assert chosen.inputs.image_size == 256 and chosen.info().extra["image_pipeline"] == "openpi"
 
 
 def test_chunk_execution_and_scene_seed_defaults(fp32):
