@@ -74,6 +74,8 @@ class Pi0Checkpoint:
         output_dim: Actions returned (LIBERO 7).
         n_action_steps: LeRobot's executed actions per chunk (None for openpi: the LIBERO client's 5).
         asset_id: openpi ``assets/<asset_id>`` of the norm stats (None for LeRobot).
+        tokenizer_repo: LeRobot: the hub repo its tokenizer step loads (``tokenizer_name``), looked up
+            in the local HF cache; None for openpi.
         num_steps: Euler steps of the flow-matching integration.
         variants: ``(paligemma_variant, action_expert_variant)`` named by the config.
         config: The raw ``config.json`` (empty if absent).
@@ -95,6 +97,7 @@ class Pi0Checkpoint:
     output_dim: int = 7
     n_action_steps: int | None = None
     asset_id: str | None = None
+    tokenizer_repo: str | None = None
     num_steps: int = DEFAULT_NUM_STEPS
     variants: tuple[str, str] = ("gemma_2b", "gemma_300m")
     config: dict[str, Any] = field(default_factory=dict)
@@ -215,6 +218,17 @@ def _lerobot_kind(cfg: dict[str, Any], feature: str, path: Path) -> NormKind:
     return LEROBOT_KINDS[str(mode)]
 
 
+def _lerobot_tokenizer_repo(path: Path) -> str | None:
+    """``tokenizer_name`` of the preprocessor's ``tokenizer_processor`` step (None if not named)."""
+    from vla_gym.policies.pi0.stats import pipeline_step
+
+    pipeline = path / "policy_preprocessor.json"
+    if not pipeline.is_file():
+        return None
+    name = (pipeline_step(pipeline, "tokenizer_processor").get("config") or {}).get("tokenizer_name")
+    return str(name) if name else None
+
+
 def _lerobot(path: Path, cfg: dict[str, Any], detected: str, variant: str | None) -> Pi0Checkpoint:
     source = path / "config.json"
     kind = str(cfg["type"])
@@ -249,7 +263,7 @@ def _lerobot(path: Path, cfg: dict[str, Any], detected: str, variant: str | None
         max_token_len=int(cfg.get("tokenizer_max_length", 48 if kind == "pi0" else 200)), delta_actions=False,
         state_kind=_lerobot_kind(cfg, "STATE", path), action_kind=_lerobot_kind(cfg, "ACTION", path),
         norm_rule="lerobot", reference_precision=dtype, image_slots=tuple(images), output_dim=output_dim,
-        n_action_steps=int(cfg.get("n_action_steps", chunk)),
+        n_action_steps=int(cfg.get("n_action_steps", chunk)), tokenizer_repo=_lerobot_tokenizer_repo(path),
         num_steps=int(cfg.get("num_inference_steps", DEFAULT_NUM_STEPS)),
         variants=(str(cfg.get("paligemma_variant", "gemma_2b")), str(cfg.get("action_expert_variant", "gemma_300m"))),
         config=cfg,

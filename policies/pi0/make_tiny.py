@@ -9,7 +9,11 @@
   and q01/q99, as openpi computes them).
 - ``lerobot`` (``pretrained_model/``): ``model.safetensors`` with the ``model.`` prefix (as LeRobot
   0.6.1 saves it: pi0's ``action_time_mlp_*``; LeRobot itself loads exactly these files, see
-  ``tests/policies/data/make_pi0_lerobot_policy_fixture.py``), the draccus ``config.json`` of ``PI0Config``/``PI05Config``
+  ``tests/policies/data/make_pi0_lerobot_policy_fixture.py``), all float32 (``--dtype float32``,
+  as ``lerobot/pi0``) or as a ``dtype: bfloat16`` LeRobot run saves it (``--dtype bfloat16``: the
+  tensors LeRobot's ``to_bfloat16_for_selected_params`` leaves in bf16 stored bf16, the rest
+  float32; the mixed F32/BF16 files of bf16-trained fine-tunes; checked against LeRobot's own
+  ``save_pretrained`` by ``tests/policies/data/make_pi0_lerobot_e2e_fixture.py``), the draccus ``config.json`` of ``PI0Config``/``PI05Config``
   (LIBERO features ``observation.images.image``/``image2`` + one empty camera),
   ``policy_preprocessor.json`` / ``policy_postprocessor.json`` with the step lists of
   ``make_pi0(5)_pre_post_processors`` and their normaliser state files.
@@ -32,7 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_gym.policies.pi0.modeling import EMBED_KEY, EXPERT_LM_HEAD_KEY, LM_HEAD_KEY, Pi0Model, tiny_dims
+from vla_gym.policies.pi0.modeling import (
+    EMBED_KEY,
+    EXPERT_LM_HEAD_KEY,
+    LEROBOT_FP32_KEEP,
+    LM_HEAD_KEY,
+    Pi0Model,
+    tiny_dims,
+)
 from vla_gym.policies.testing import BATCH_INSTRUCTIONS, INSTRUCTION
 
 LAYOUTS = ("openpi", "lerobot")
@@ -42,6 +53,7 @@ ASSET_ID = "physical-intelligence/libero"
 HORIZON = {("openpi", "pi0"): 50, ("openpi", "pi05"): 10, ("lerobot", "pi0"): 50, ("lerobot", "pi05"): 50}
 N_ACTION_STEPS = {"pi0": 50, "pi05": 10}  # LeRobot's LIBERO docs: pi05 --policy.n_action_steps=10
 TOKENIZER_VOCAB = 400
+LEROBOT_DTYPES = ("float32", "bfloat16")
 
 
 def tokenizer_corpus() -> list[str]:
@@ -94,14 +106,17 @@ def norm_stats(seed: int) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def release_state(model: Pi0Model, dtype: torch.dtype, seed: int) -> dict[str, torch.Tensor]:
-    """What ``save_model`` writes: lm_head (not embed_tokens), plus the unused expert lm_head."""
-    state = {k: v.detach().to(dtype).clone().contiguous() for k, v in model.state_dict().items()}
+def release_state(model: Pi0Model, dtype: torch.dtype | None, seed: int) -> dict[str, torch.Tensor]:
+    """What ``save_model`` writes: lm_head (not embed_tokens), plus the unused expert lm_head.
+
+    ``dtype``: every tensor cast to it, or None to keep each parameter's own dtype (the expert head
+    then takes the language model's)."""
+    state = {k: v.detach().to(dtype or v.dtype).clone().contiguous() for k, v in model.state_dict().items()}
     del state[EMBED_KEY]
     assert LM_HEAD_KEY in state
     g = torch.Generator().manual_seed(seed + 1)
     vocab, width = model.dims.vocab_size, model.dims.expert.width
-    state[EXPERT_LM_HEAD_KEY] = (torch.randn(vocab, width, generator=g) * 0.02).to(dtype)
+    state[EXPERT_LM_HEAD_KEY] = (torch.randn(vocab, width, generator=g) * 0.02).to(dtype or state[LM_HEAD_KEY].dtype)
     return state
 
 
@@ -122,7 +137,7 @@ def write_openpi(out: Path, variant: str, model: Pi0Model, stats: dict, seed: in
                                                            for k, v in stats.items()}})
 
 
-def lerobot_config(variant: str, horizon: int) -> dict[str, Any]:
+def lerobot_config(variant: str, horizon: int, dtype: str = "float32") -> dict[str, Any]:
     """``config.json`` of a LeRobot 0.6.1 PI0Config / PI05Config fine-tuned on LIBERO (its draccus fields, exactly)."""
     pi05 = variant == "pi05"
     kind = "QUANTILES" if pi05 else "MEAN_STD"
@@ -136,7 +151,7 @@ def lerobot_config(variant: str, horizon: int) -> dict[str, Any]:
         "output_features": {"action": {"type": "ACTION", "shape": [7]}},
         "device": "cuda", "use_amp": False, "use_peft": False, "push_to_hub": False, "repo_id": None,
         "private": None, "tags": None, "license": None, "pretrained_path": None, "pretrained_revision": None,
-        "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m", "dtype": "float32",
+        "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m", "dtype": dtype,
         "chunk_size": horizon, "n_action_steps": N_ACTION_STEPS[variant], "max_state_dim": 32, "max_action_dim": 32,
         "num_inference_steps": 10, "use_relative_actions": False, "relative_exclude_joints": ["gripper"],
         "action_feature_names": None, "time_sampling_beta_alpha": 1.5, "time_sampling_beta_beta": 1.0,
@@ -157,12 +172,16 @@ def _normalizer(features: dict[str, Any], norm_map: dict[str, str], state_file: 
             "state_file": state_file}
 
 
-def write_lerobot(out: Path, variant: str, model: Pi0Model, stats: dict, seed: int) -> None:
+def write_lerobot(out: Path, variant: str, model: Pi0Model, stats: dict, seed: int, dtype: str = "float32") -> None:
     from safetensors.torch import save_file
 
-    state = release_state(model, torch.float32, seed)
+    if dtype not in LEROBOT_DTYPES:
+        raise ValueError(f"dtype must be one of {LEROBOT_DTYPES}, got {dtype!r}")
+    if dtype == "bfloat16":  # LeRobot casts at construction, then loads: the kept tensors keep their values
+        model.set_precision(torch.bfloat16, keep_fp32=LEROBOT_FP32_KEEP, round_kept=False)
+    state = release_state(model, None, seed)
     save_file({f"model.{k}": v for k, v in state.items()}, str(out / "model.safetensors"))
-    cfg = lerobot_config(variant, model.dims.action_horizon)
+    cfg = lerobot_config(variant, model.dims.action_horizon, dtype)
     write_json(out / "config.json", cfg)
     norm_map = cfg["normalization_mapping"]
     features = {**cfg["input_features"], **cfg["output_features"]}
@@ -196,8 +215,10 @@ def write_lerobot(out: Path, variant: str, model: Pi0Model, stats: dict, seed: i
     save_file({k: v for k, v in tensors.items() if k.startswith("action.")}, str(out / post_file))
 
 
-def write_tiny_pi0(outdir: str | Path, layout: str, variant: str, seed: int = 0) -> Path:
-    """Write a tiny random checkpoint of ``layout`` / ``variant`` into ``outdir``; returns ``outdir``."""
+def write_tiny_pi0(outdir: str | Path, layout: str, variant: str, seed: int = 0, dtype: str = "float32") -> Path:
+    """Write a tiny random checkpoint of ``layout`` / ``variant`` into ``outdir``; returns ``outdir``.
+
+    ``dtype``: LeRobot dirs only, the ``config.json`` dtype the files are stored as (openpi: bf16 always)."""
     if layout not in LAYOUTS or variant not in VARIANTS:
         raise ValueError(f"layout must be one of {LAYOUTS} and variant one of {VARIANTS}, got {layout!r}, {variant!r}")
     out = Path(outdir)
@@ -209,7 +230,12 @@ def write_tiny_pi0(outdir: str | Path, layout: str, variant: str, seed: int = 0)
     vocab = spm.SentencePieceProcessor(model_proto=sp_model).get_piece_size()
     model = random_model(variant, HORIZON[(layout, variant)], vocab, seed)
     stats = norm_stats(seed)
-    (write_openpi if layout == "openpi" else write_lerobot)(out, variant, model, stats, seed)
+    if layout == "openpi":
+        if dtype != "float32":
+            raise ValueError("openpi dirs are stored in bfloat16 as the converter writes them; dtype applies to LeRobot")
+        write_openpi(out, variant, model, stats, seed)
+    else:
+        write_lerobot(out, variant, model, stats, seed, dtype)
     return out
 
 
@@ -220,8 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, required=True)
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=LEROBOT_DTYPES, default="float32", help="LeRobot dirs: stored dtype")
     args = parser.parse_args(argv)
-    print(write_tiny_pi0(args.outdir, args.layout, args.variant, args.seed))
+    print(write_tiny_pi0(args.outdir, args.layout, args.variant, args.seed, args.dtype))
 
 
 if __name__ == "__main__":

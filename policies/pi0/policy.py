@@ -3,8 +3,12 @@
 One call = one flow-matching sample per observation: reference images, normalised state,
 prompt tokens and per-env noise go through :meth:`Pi0Model.sample_actions` as one batch; the
 chunk is un-normalised (and made absolute for ``pi0_libero``) and cut to the 7 LIBERO dims.
+Images follow each layout's reference (:mod:`vla_gym.policies.pi0.images`): openpi dirs openpi's
+client (render 256, PIL resize-with-pad), LeRobot dirs ``lerobot-eval`` (render 360, torch
+resize-with-pad in float, no antialias); ``docs/fidelity-pi0.md`` puts the two side by side.
 
-Noise: each env has its own ``torch.Generator``, seeded by :meth:`reset` with the episode seed
+Noise: ``act(noise=)`` takes the flow's x_1 explicitly (as both references' samplers do); otherwise
+each env has its own ``torch.Generator``, seeded by :meth:`reset` with the episode seed
 (``seed + env_id`` before any reset), so an episode is reproducible and does not depend on which
 envs share the batch; a batch is B independent samples and row b equals the B = 1 call within
 float tolerance (measured in tests/policies/test_pi0_policy.py).
@@ -32,7 +36,8 @@ import torch
 from vla_gym.policies.pi0.config import Pi0Checkpoint, read_checkpoint
 from vla_gym.policies.pi0.loader import build_model
 from vla_gym.policies.pi0.modeling import LEROBOT_FP32_KEEP, OPENPI_FP32_KEEP, Pi0Model
-from vla_gym.policies.pi0.processing import MODEL_IMAGE_SIZE, image_batch, pad_state, raw_states, slot_cameras, to_env_actions
+from vla_gym.policies.pi0.images import MODEL_IMAGE_SIZE, RENDER_SIZE, check_pipeline, image_batch
+from vla_gym.policies.pi0.processing import pad_state, raw_states, slot_cameras, to_env_actions
 from vla_gym.policies.pi0.prompts import PromptFormat, check_prompt_format
 from vla_gym.policies.pi0.stats import Pi0Norm, find_openpi_stats, load_lerobot_stats, load_openpi_stats
 from vla_gym.policies.pi0.tokenizer import PaligemmaTokenizer, find_tokenizer
@@ -50,7 +55,7 @@ from vla_gym.policy import (
     resolve_env_ids,
 )
 
-REFERENCE_RENDER_SIZE = 256  # openpi examples/libero/main.py LIBERO_ENV_RESOLUTION
+REFERENCE_RENDER_SIZE = RENDER_SIZE["openpi"]  # openpi examples/libero/main.py LIBERO_ENV_RESOLUTION
 OPENPI_REPLAN_STEPS = 5  # openpi LIBERO client replan_steps
 PRECISIONS = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
@@ -86,7 +91,8 @@ class Pi0Policy(Policy):
 
     def __init__(self, model: Pi0Model, ckpt: Pi0Checkpoint, norm: Pi0Norm, tokenizer: PaligemmaTokenizer,
                  prompt_format: PromptFormat, *, num_steps: int, precision: str, quantization_name: str = "none",
-                 device: torch.device | None = None, image_size: int = REFERENCE_RENDER_SIZE, seed: int = 0) -> None:
+                 device: torch.device | None = None, image_size: int | None = None,
+                 image_pipeline: str | None = None, seed: int = 0) -> None:
         if model.dims.action_horizon != ckpt.action_horizon or model.dims.pi05 != ckpt.pi05:
             raise ValueError("model and checkpoint description disagree on horizon or variant")
         if tokenizer.vocab_size > model.dims.vocab_size:
@@ -108,10 +114,12 @@ class Pi0Policy(Policy):
         self.device = device or torch.device("cpu")
         self.seed = int(seed)
         self.name = ckpt.variant
+        self.image_pipeline = check_pipeline(image_pipeline or ckpt.layout)
         self.slot_cameras = slot_cameras(ckpt.image_slots, str(ckpt.path / "config.json"))
         uses_state = not ckpt.pi05 or prompt_format.uses_state or ckpt.delta_actions
         self.inputs = PolicyInputs(cameras=tuple(c for c in self.slot_cameras if c is not None),
-                                   image_size=image_size, uses_state=uses_state)
+                                   image_size=RENDER_SIZE[ckpt.layout] if image_size is None else int(image_size),
+                                   uses_state=uses_state)
         if ckpt.n_action_steps is not None:  # LeRobot's eval executes n_action_steps of each chunk
             self.execution = ChunkExecution("open_loop", replan_steps=min(ckpt.n_action_steps, ckpt.action_horizon))
         self._generators: dict[int, torch.Generator] = {}
@@ -129,7 +137,8 @@ class Pi0Policy(Policy):
         precision: str | None = None,
         num_steps: int | None = None,
         device: str = "auto",
-        image_size: int = REFERENCE_RENDER_SIZE,
+        image_size: int | None = None,
+        image_pipeline: str | None = None,
         seed: int = 0,
         quantization: Mapping[str, Any] | str | None = None,
     ) -> Pi0Policy:
@@ -139,7 +148,8 @@ class Pi0Policy(Policy):
             checkpoint: The dir with ``model.safetensors`` (LeRobot: ``pretrained_model/`` or its parent).
             variant: ``pi0`` / ``pi05`` to assert (the weights decide; a mismatch is an error), or None.
             tokenizer: PaliGemma SentencePiece model file (or a dir holding it); None = look in the
-                checkpoint dir, then openpi's download cache.
+                checkpoint dir, then (LeRobot dirs) the local HF cache of the repo the preprocessor
+                names, then openpi's download cache.
             openpi_config: openpi recipe (``pi0_libero`` / ``pi05_libero``); None = the LIBERO recipe
                 of the detected variant. Decides prompt, token length and the delta-action transform.
             asset_id: openpi stats under ``assets/<asset_id>``; None = the recipe's
@@ -149,16 +159,22 @@ class Pi0Policy(Policy):
                 parameters; LeRobot its config ``dtype``).
             num_steps: Euler steps; None = the checkpoint's (10).
             device: ``auto`` / ``cpu`` / ``cuda[:N]``.
-            image_size: Env render size (256 = openpi's LIBERO client).
+            image_size: Env render size; None = the layout's reference: 256 (openpi's LIBERO client) for
+                openpi dirs, 360 (``lerobot-eval``'s ``LiberoEnv``) for LeRobot dirs.
+            image_pipeline: ``openpi`` (flip, PIL resize-with-pad on uint8) or ``lerobot`` (flip, torch
+                bilinear resize-with-pad on float, no antialias); None = the layout's own reference
+                (see :mod:`vla_gym.policies.pi0.images`).
             seed: Noise seed of env ``i`` before its first reset is ``seed + i``.
             quantization: The Hydra quantization node (passed by the runner).
         """
         from vla_gym.quantization import apply_quantization
 
+        if image_pipeline is not None:
+            check_pipeline(image_pipeline)
         ckpt = read_checkpoint(checkpoint, variant=variant, openpi_config=openpi_config)
         fmt = check_prompt_format(prompt_format, ckpt.prompt_format, f"{ckpt.path} ({ckpt.provenance})")
         norm = load_norm(ckpt, asset_id)
-        tok = PaligemmaTokenizer(find_tokenizer(tokenizer, ckpt.path), ckpt.max_token_len)
+        tok = PaligemmaTokenizer(find_tokenizer(tokenizer, ckpt.path, ckpt.tokenizer_repo), ckpt.max_token_len)
         name = precision or ("bf16" if ckpt.reference_precision == "bfloat16" else "fp32")
         if name not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)} or null, got {precision!r}")
@@ -173,7 +189,7 @@ class Pi0Policy(Policy):
                                    keep_dtype=(*keep, *outer))
         return cls(model, ckpt, norm, tok, fmt, num_steps=num_steps or ckpt.num_steps,
                    precision="bf16" if PRECISIONS[name] == torch.bfloat16 else "fp32", quantization_name=qname,
-                   device=dev, image_size=image_size, seed=seed)
+                   device=dev, image_size=image_size, image_pipeline=image_pipeline, seed=seed)
 
     # -- noise -------------------------------------------------------------------------------------
     def reset(self, env_ids: Sequence[int] | None = None, seeds: Sequence[int | None] | None = None) -> None:
@@ -187,9 +203,14 @@ class Pi0Policy(Policy):
     def _generator(seed: int) -> torch.Generator:
         return torch.Generator(device="cpu").manual_seed(seed)
 
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        """``(action_horizon, max_action_dim)`` of one row of ``act(noise=)``: the model's action space."""
+        return self.chunk_size, self.model.dims.action_dim
+
     def noise(self, env_ids: Sequence[int]) -> torch.Tensor:
         """(B, H, 32) float32 standard normal noise, row b from env ``env_ids[b]``'s generator."""
-        shape = (self.chunk_size, self.model.dims.action_dim)
+        shape = self.noise_shape
         rows = []
         for env_id in env_ids:
             gen = self._generators.setdefault(env_id, self._generator(self.seed + env_id))
@@ -197,37 +218,63 @@ class Pi0Policy(Policy):
         return torch.stack(rows)
 
     # -- stages ------------------------------------------------------------------------------------
-    def preprocess(self, observations: Sequence[Observation], env_ids: Sequence[int]) -> dict[str, Any]:
+    def check_noise(self, noise: torch.Tensor | np.ndarray, batch: int) -> torch.Tensor:
+        """``act(noise=)`` as a float32 CPU tensor, or a clear error (shape, dtype, finiteness)."""
+        if isinstance(noise, np.ndarray):
+            noise = torch.from_numpy(noise)
+        if not isinstance(noise, torch.Tensor):
+            raise TypeError(f"noise must be a torch.Tensor or numpy array, got {type(noise).__name__}")
+        expected = (batch, *self.noise_shape)
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"noise must have shape (B, action_horizon, max_action_dim) = {expected}, "
+                             f"got {tuple(noise.shape)}")
+        if noise.dtype != torch.float32:
+            raise TypeError(f"noise must be float32 (the references sample it in float32), got {noise.dtype}")
+        if not bool(torch.isfinite(noise).all()):
+            raise ValueError("noise must be finite")
+        return noise.detach().cpu()
+
+    def preprocess(self, observations: Sequence[Observation], env_ids: Sequence[int],
+                   noise: torch.Tensor | np.ndarray | None = None) -> dict[str, Any]:
         """Model inputs on the device, plus the raw states the postprocessing needs."""
         if self.inputs.uses_state:
             raw = raw_states(observations)
         else:  # pi05_libero reads no state (nor does a client have to send it): zeros stand in
             raw = np.zeros((len(observations), self.norm.state.dim))
         state = self.norm.state.normalize(raw)
-        images, masks = image_batch(observations, self.slot_cameras)
+        dev = self.device
+        images, masks = image_batch(observations, self.slot_cameras, self.image_pipeline, dev)
         tokens, token_masks = zip(*[
             self.tokenizer.tokenize(self.prompt_format, str(o["instruction"]), state[i] if self.prompt_format.uses_state
                                     else None)
             for i, o in enumerate(observations)
         ])
-        dev = self.device
+        noise = self.noise(env_ids) if noise is None else self.check_noise(noise, len(observations))
         return {
-            "images": [torch.from_numpy(x).to(dev) for x in images],
-            "image_masks": [torch.from_numpy(m).to(dev) for m in masks],
+            "images": images,
+            "image_masks": masks,
             "tokens": torch.from_numpy(np.stack(tokens)).to(dev),
             "token_masks": torch.from_numpy(np.stack(token_masks)).to(dev),
             "state": torch.from_numpy(pad_state(state, self.model.dims.action_dim)).to(dev),
-            "noise": self.noise(env_ids).to(dev),
+            "noise": noise.to(dev),
             "raw_state": raw,
         }
 
-    def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+    def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None, *,
+            noise: torch.Tensor | np.ndarray | None = None) -> ActionChunk:
         """(B, H, 7) float32 chunks; ``info``: ``timing_ms`` (preprocess, model, postprocess, and
-        inside the model vision, prefix, denoise) and ``num_denoise_steps``."""
+        inside the model vision, prefix, denoise) and ``num_denoise_steps``.
+
+        ``noise``: None = each env's seeded generator (see :meth:`reset`). Otherwise the flow's
+        starting point x_1, float32 ``(B, action_horizon, max_action_dim)`` (:attr:`noise_shape`; 32
+        wide, in the model's normalised action space), exactly what openpi's
+        ``sample_actions(noise=)`` and LeRobot's ``predict_action_chunk(noise=)`` take, so a chunk can
+        be reproduced and compared with either; the env generators are then not advanced.
+        """
         ids = resolve_env_ids(observations, env_ids)
         timer, inner = StageTimer(), StageTimer()
         with timer("preprocess"):
-            inputs = self.preprocess(observations, ids)
+            inputs = self.preprocess(observations, ids, noise)
             raw = inputs.pop("raw_state")
         with timer("model"):
             out = self.model.sample_actions(**inputs, num_steps=self.num_steps, timer=inner,
@@ -252,7 +299,8 @@ class Pi0Policy(Policy):
             name=self.name, action_dim=self.ckpt.output_dim, chunk_size=self.chunk_size, weight_bytes=nbytes,
             dtype=dtype, quantization=self.quantization_name, device=str(self.device),
             extra={"layout": self.ckpt.layout, "provenance": self.ckpt.provenance,
-                   "prompt_format": self.prompt_format.name, "max_token_len": self.tokenizer.max_len,
+                   "prompt_format": self.prompt_format.name, "image_pipeline": self.image_pipeline,
+                   "max_token_len": self.tokenizer.max_len,
                    "state_norm": self.norm.state.stats.kind.value, "action_norm": self.norm.actions.stats.kind.value,
                    "norm_rule": self.ckpt.norm_rule, "delta_actions": self.ckpt.delta_actions,
                    "precision": self.precision, "num_denoise_steps": self.num_steps,

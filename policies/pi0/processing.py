@@ -1,13 +1,8 @@
 """LIBERO observations to pi0 inputs and pi0 outputs to LIBERO actions, as openpi's client and LeRobot's env processor.
 
-Images: openpi's client turns each raw OpenGL frame by 180 degrees (``raw[::-1, ::-1]``) and
-LeRobot's ``LiberoProcessorStep`` flips H and W (the same). vla_gym's frames are upright
-(``upright = raw[::-1]``, :func:`vla_gym.envs.contract.upright`), so the reference image is
-``upright[:, ::-1]`` (toolkit :class:`~vla_gym.policies.toolkit.transforms.Rotate180OfRaw`), then
-``resize_with_pad(224, 224)`` (PIL bilinear, zero padding: a no-op for the square renders), then
-``uint8 / 255 * 2 - 1``. Camera slots: ``agentview`` -> base, ``wrist`` -> left wrist; a slot
-with no camera (openpi's right wrist, LeRobot's ``empty_camera_*``) is a zero uint8 image (-1
-after scaling) with mask False, as both references do for pi0 / pi0.5.
+Images: :mod:`vla_gym.policies.pi0.images` (each layout its reference's pixels). Camera slots:
+``agentview`` -> base, ``wrist`` -> left wrist; a slot with no camera (openpi's right wrist,
+LeRobot's ``empty_camera_*``) is -1 with mask False, as both references do for pi0 / pi0.5.
 
 State: the env's 8-D state (eef pos, axis-angle, gripper qpos: openpi's ``observation/state``),
 normalised, zero-padded to the model's 32. Actions: the model's 32-D output cut to the stats'
@@ -23,10 +18,8 @@ import numpy as np
 
 from vla_gym.policies.pi0.stats import FeatureNorm
 from vla_gym.policies.toolkit.errors import CheckpointError
-from vla_gym.policies.toolkit.transforms import Compose, ResizeWithPad, Rotate180OfRaw
 from vla_gym.policy import Observation
 
-MODEL_IMAGE_SIZE = 224
 DELTA_DIMS = 6  # openpi make_bool_mask(6, -1): joints/eef deltas, gripper absolute
 
 # Checkpoint camera slot -> vla_gym camera (None: an empty, masked slot).
@@ -55,29 +48,6 @@ def slot_cameras(slots: Sequence[str], source: str) -> tuple[str | None, ...]:
     if not any(out):
         raise CheckpointError(f"{source}: none of the image slots {list(slots)} is a LIBERO camera")
     return tuple(out)
-
-
-REFERENCE_IMAGE = Compose([Rotate180OfRaw(), ResizeWithPad(MODEL_IMAGE_SIZE, MODEL_IMAGE_SIZE)])
-"""Upright vla_gym frame -> the uint8 224x224 image the reference client sends."""
-
-
-def image_batch(observations: Sequence[Observation], cameras: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
-    """``(images float32 (slots, B, 3, 224, 224) in [-1, 1], masks bool (slots, B))``."""
-    b = len(observations)
-    images = np.full((len(cameras), b, 3, MODEL_IMAGE_SIZE, MODEL_IMAGE_SIZE), -1.0, dtype=np.float32)
-    masks = np.zeros((len(cameras), b), dtype=bool)
-    for s, cam in enumerate(cameras):
-        if cam is None:
-            continue
-        for i, obs in enumerate(observations):
-            try:
-                frame = obs["images"][cam]
-            except KeyError as exc:
-                raise KeyError(f"observation has no image for camera {cam!r}; build the env from policy.inputs") from exc
-            img = REFERENCE_IMAGE(np.asarray(frame))
-            images[s, i] = img.transpose(2, 0, 1).astype(np.float32) / 255.0 * 2.0 - 1.0
-            masks[s, i] = True
-    return images, masks
 
 
 def raw_states(observations: Sequence[Observation]) -> np.ndarray:

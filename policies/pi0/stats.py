@@ -123,7 +123,8 @@ def load_openpi_stats(file: Path, kind: NormKind, family: str) -> Pi0Norm:
     return Pi0Norm(feats["state"], feats["actions"], str(file))
 
 
-def _step(pipeline: Path, registry_name: str) -> dict[str, Any]:
+def pipeline_step(pipeline: Path, registry_name: str) -> dict[str, Any]:
+    """The one step of a LeRobot processor pipeline file registered as ``registry_name``."""
     raw = read_json(pipeline, "LeRobot processor pipeline")
     steps = raw.get("steps") if isinstance(raw, dict) else None
     if not isinstance(steps, list):
@@ -139,7 +140,7 @@ def _lerobot_feature(checkpoint: Path, pipeline_name: str, registry_name: str, k
     from vla_gym.policies.toolkit.safe_load import load_safetensors
 
     pipeline = checkpoint / f"{pipeline_name}.json"
-    step = _step(pipeline, registry_name)
+    step = pipeline_step(pipeline, registry_name)
     cfg = step.get("config") or {}
     declared = (cfg.get("norm_map") or {}).get(feature_type)
     if LEROBOT_KINDS.get(str(declared)) is not kind:

@@ -1,10 +1,14 @@
 """The PaliGemma SentencePiece tokenizer, from a local file, with openpi's BOS and padding rules.
 
 openpi downloads ``gs://big_vision/paligemma_tokenizer.model``; LeRobot loads the same model
-through the gated HF repo ``google/paligemma-3b-pt-224``. vla_gym never downloads: the file
-comes from ``policy.tokenizer`` (a ``.model`` file or a directory holding ``tokenizer.model`` /
-``paligemma_tokenizer.model``), else from the checkpoint directory, else from openpi's download
-cache (``$OPENPI_DATA_HOME``, default ``~/.cache/openpi``, + ``big_vision/paligemma_tokenizer.model``).
+through the gated HF repo its ``policy_preprocessor.json`` names (``tokenizer_processor``'s
+``tokenizer_name``: ``google/paligemma-3b-pt-224``). vla_gym never downloads: the file comes from
+``policy.tokenizer`` (a ``.model`` file or a directory holding ``tokenizer.model`` /
+``paligemma_tokenizer.model``), else from the checkpoint directory, else, for a LeRobot dir, from
+that repo's ``tokenizer.model`` in the local Hugging Face hub cache where ``AutoTokenizer`` would
+find it offline (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, default ``~/.cache/huggingface/hub``;
+``huggingface_hub.try_to_load_from_cache``, no network), else from openpi's download cache
+(``$OPENPI_DATA_HOME``, default ``~/.cache/openpi``, + ``big_vision/paligemma_tokenizer.model``).
 
 Tokens (openpi ``PaligemmaTokenizer.tokenize``): the first text piece with BOS, the others
 without; right-padded with id 0 and a False mask to ``max_len`` (48 pi0, 200 pi0.5); longer
@@ -36,8 +40,30 @@ def openpi_cache_file() -> Path:
     return home / "big_vision" / "paligemma_tokenizer.model"
 
 
-def find_tokenizer(tokenizer: str | Path | None, checkpoint: Path) -> Path:
-    """The tokenizer file: the configured path, else the checkpoint dir, else openpi's cache."""
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, resolved from the environment now (as ``huggingface_hub.constants`` at import)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
+    return Path(os.environ.get("HF_HOME", xdg / "huggingface")).expanduser() / "hub"
+
+
+def hub_cached_file(repo: str, filename: str = "tokenizer.model") -> Path | None:
+    """``filename`` of hub repo ``repo`` if it is in the local cache (its main revision); never downloads."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
+    except HFValidationError as exc:
+        raise CheckpointError(f"tokenizer repo {repo!r} named by the checkpoint is not a hub repo id ({exc})") from exc
+    return Path(found) if isinstance(found, str) else None
+
+
+def find_tokenizer(tokenizer: str | Path | None, checkpoint: Path, hub_repo: str | None = None) -> Path:
+    """The tokenizer file: the configured path, else the checkpoint dir, else ``hub_repo``'s
+    ``tokenizer.model`` in the local HF cache (LeRobot dirs), else openpi's cache."""
     if tokenizer is not None:
         path = Path(tokenizer).expanduser()
         if path.is_dir():
@@ -48,10 +74,18 @@ def find_tokenizer(tokenizer: str | Path | None, checkpoint: Path) -> Path:
         if not path.is_file():
             raise CheckpointError(f"policy.tokenizer={path} does not exist; point it at paligemma_tokenizer.model")
         return path
-    candidates = [checkpoint / n for n in TOKENIZER_NAMES] + [openpi_cache_file()]
+    candidates: list[Path | str] = [checkpoint / n for n in TOKENIZER_NAMES]
     for path in candidates:
-        if path.is_file():
+        if isinstance(path, Path) and path.is_file():
             return path
+    if hub_repo is not None:
+        cached = hub_cached_file(hub_repo)
+        if cached is not None and cached.is_file():
+            return cached
+        candidates.append(f"hub cache {hub_cache_dir()}: {hub_repo}/tokenizer.model")
+    candidates.append(openpi_cache_file())
+    if openpi_cache_file().is_file():
+        return openpi_cache_file()
     raise CheckpointError(
         "no PaliGemma tokenizer found: set policy.tokenizer=/path/to/paligemma_tokenizer.model "
         "(gs://big_vision/paligemma_tokenizer.model, or tokenizer.model of google/paligemma-3b-pt-224; "

@@ -11,6 +11,7 @@ does; the key rules with the file LeRobot's own ``save_model`` wrote (``pi0_ref_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vla_gym.envs.contract import upright
-from vla_gym.policies.pi0 import config, loader, processing, prompts, stats
+from vla_gym.policies.pi0 import config, images, loader, processing, prompts, stats
 from vla_gym.policies.pi0.make_tiny import write_tiny_pi0
 from vla_gym.policies.pi0.modeling import EMBED_KEY, EXPERT_LM_HEAD_KEY, LM_HEAD_KEY
 from vla_gym.policies.pi0.tokenizer import PaligemmaTokenizer, find_tokenizer
@@ -118,6 +119,53 @@ def test_tokenizer_is_found_at_the_configured_path_or_beside_the_checkpoint(tmp_
     assert find_tokenizer(None, ckpt) == ckpt / "paligemma_tokenizer.model"
     with pytest.raises(CheckpointError, match="not a SentencePiece model"):
         PaligemmaTokenizer(ckpt / "paligemma_tokenizer.model", 48)
+
+
+def _hub_cache_with(root: Path, repo: str, files: dict[str, bytes]) -> Path:
+    """A Hugging Face hub cache holding ``files`` of ``repo`` at ``main``, in huggingface_hub's layout."""
+    repo_dir = root / ("models--" + repo.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(exist_ok=True)
+        blob.write_bytes(data)
+        link = repo_dir / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(blob)
+    return root
+
+
+def test_lerobot_dir_finds_its_tokenizer_in_the_local_hf_cache(tmp_path, monkeypatch):
+    """The repo the preprocessor names (google/paligemma-3b-pt-224), found offline where AutoTokenizer would."""
+    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "openpi"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt = write_tiny_pi0(tmp_path / "ckpt", "lerobot", "pi0")
+    (ckpt / "paligemma_tokenizer.model").unlink()
+    parsed = config.read_checkpoint(ckpt)
+    assert parsed.tokenizer_repo == "google/paligemma-3b-pt-224"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    with pytest.raises(CheckpointError, match="hub cache .*google/paligemma-3b-pt-224/tokenizer.model"):
+        find_tokenizer(None, ckpt, parsed.tokenizer_repo)
+    sp_model = (DATA / "pi0_tiny_tokenizer.model").read_bytes()
+    _hub_cache_with(tmp_path / "hf_home" / "hub", "google/paligemma-3b-pt-224", {"tokenizer.model": sp_model})
+    found = find_tokenizer(None, ckpt, parsed.tokenizer_repo)  # $HF_HOME/hub
+    assert found.read_bytes() == sp_model and "models--google--paligemma-3b-pt-224" in str(found)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))  # HF_HUB_CACHE wins over HF_HOME
+    with pytest.raises(CheckpointError, match="no PaliGemma tokenizer found"):
+        find_tokenizer(None, ckpt, parsed.tokenizer_repo)
+    _hub_cache_with(tmp_path / "elsewhere", "google/paligemma-3b-pt-224", {"tokenizer.model": sp_model})
+    from vla_gym.policies.pi0 import Pi0Policy
+
+    policy = Pi0Policy.from_pretrained(ckpt, device="cpu", precision="fp32")  # the user's path, offline
+    assert str(policy.tokenizer.file).startswith(str(tmp_path / "elsewhere"))
+    with pytest.raises(CheckpointError, match="no PaliGemma tokenizer found"):
+        find_tokenizer(None, ckpt)  # openpi dirs name no hub repo: the cache is not searched
+    with pytest.raises(CheckpointError, match="not a hub repo id"):
+        find_tokenizer(None, ckpt, "../../etc/passwd")
 
 
 # -- normalisation ----------------------------------------------------------------------------------
@@ -353,19 +401,38 @@ def test_reference_image_equals_openpis_client_on_the_raw_frame(shape):
     raw = np.ascontiguousarray(np.resize(make_frame(max(shape)), (*shape, 3)))  # bottom-up, as the simulator
     client = image_tools.convert_to_uint8(
         image_tools.resize_with_pad(np.ascontiguousarray(raw[::-1, ::-1]), 224, 224))
-    np.testing.assert_array_equal(processing.REFERENCE_IMAGE(upright(raw)), client)
+    np.testing.assert_array_equal(images.OPENPI_IMAGE(upright(raw)), client)
 
 
-def test_image_batch_scales_to_minus_one_one_and_masks_the_empty_slot():
+@pytest.mark.parametrize("pipeline", images.IMAGE_PIPELINES)
+def test_image_batch_scales_to_minus_one_one_and_masks_the_empty_slot(pipeline):
     raw = make_frame(256)
     obs = [{"images": {"agentview": upright(raw), "wrist": upright(raw[:, ::-1].copy())}}]
-    images, masks = processing.image_batch(obs, ("agentview", "wrist", None))
-    assert images.shape == (3, 1, 3, 224, 224) and masks.tolist() == [[True], [True], [False]]
-    ref = processing.REFERENCE_IMAGE(upright(raw))
-    np.testing.assert_allclose(images[0, 0], ref.transpose(2, 0, 1) / 255.0 * 2 - 1, atol=1e-6)
-    assert (images[2] == -1.0).all()  # zero image -> -1, as openpi's zeros and LeRobot's -1 padding
+    cpu = torch.device("cpu")
+    imgs, masks = images.image_batch(obs, ("agentview", "wrist", None), pipeline, cpu)
+    assert [tuple(x.shape) for x in imgs] == [(1, 3, 224, 224)] * 3
+    assert [m.tolist() for m in masks] == [[True], [True], [False]]
+    one = images.openpi_image(upright(raw)) if pipeline == "openpi" else images.lerobot_image(upright(raw), cpu)
+    torch.testing.assert_close(imgs[0][0], one, rtol=0, atol=0)
+    assert (imgs[2] == -1.0).all()  # zero image -> -1, as openpi's zeros and LeRobot's -1 padding
     with pytest.raises(KeyError, match="no image for camera 'wrist'"):
-        processing.image_batch([{"images": {"agentview": upright(raw)}}], ("agentview", "wrist"))
+        images.image_batch([{"images": {"agentview": upright(raw)}}], ("agentview", "wrist"), pipeline, cpu)
+
+
+def test_lerobot_image_turns_scales_and_pads_as_resize_with_pad_torch():
+    """224 frames skip the resize (LeRobot's shape check); a wide frame is scaled to 224 wide, padded centred."""
+    cpu = torch.device("cpu")
+    raw = make_frame(224)
+    expected = torch.from_numpy(np.ascontiguousarray(raw[::-1, ::-1])).permute(2, 0, 1).float() / 255 * 2 - 1
+    torch.testing.assert_close(images.lerobot_image(upright(raw), cpu), expected, rtol=0, atol=0)
+    wide = np.full((100, 448, 3), 255, dtype=np.uint8)  # -> 50 x 224 of ones, 87 rows of padding above
+    img = images.lerobot_image(wide, cpu)
+    assert (img[:, 87:137] == 1).all() and (img[:, :87] == -1).all() and (img[:, 137:] == -1).all()
+    pil = images.openpi_image(upright(make_frame(256)))
+    torch_path = images.lerobot_image(upright(make_frame(256)), cpu)
+    assert (pil - torch_path).abs().max() > 1e-2  # the two references' pixels differ on a downscale
+    with pytest.raises(ValueError, match="image_pipeline must be one of"):
+        images.check_pipeline("pil")
 
 
 def test_camera_slots_of_both_layouts():

@@ -57,7 +57,10 @@ def test_each_layout_loads_through_from_pretrained_and_returns_lib_chunks(fp32, 
     info = policy.info()
     assert (info.name, info.chunk_size, info.action_dim) == (name.split("-")[1], horizon, 7)
     assert info.weight_bytes > 0 and info.extra["layout"] == name.split("-")[0]
-    assert policy.inputs.cameras == ("agentview", "wrist") and policy.inputs.image_size == 256
+    assert policy.inputs.cameras == ("agentview", "wrist")
+    # the env renders what each reference renders: openpi's client 256, lerobot-eval's LiberoEnv 360
+    assert policy.inputs.image_size == {"openpi": 256, "lerobot": 360}[info.extra["layout"]]
+    assert info.extra["image_pipeline"] == info.extra["layout"]
 
 
 @pytest.mark.parametrize("name", ["openpi-pi0", "lerobot-pi05"])
@@ -165,18 +168,109 @@ def test_whole_openpi_libero_path_equals_openpis_own(tiny, variant):
 @pytest.mark.parametrize("variant", ["pi0", "pi05"])
 def test_whole_lerobot_path_equals_lerobots_own(tiny, variant):
     """LeRobot 0.6.1 loading the same tiny LeRobot dir (its from_pretrained and processor pipelines) and
-    running preprocessor -> predict_action_chunk -> postprocessor (``data/make_pi0_lerobot_policy_fixture.py``).
+    running preprocessor -> predict_action_chunk -> postprocessor (``data/make_pi0_lerobot_policy_fixture.py``)
+    on images made by openpi's client (PIL resize), i.e. vla_gym's ``image_pipeline="openpi"`` option.
 
     Measured: max abs difference <= 1e-6 (float32, the checkpoint's dtype; actions up to 5)."""
     ref = np.load(DATA / "pi0_lerobot_policy_reference.npz")
     ckpt = tiny[f"lerobot-{variant}"]
     assert hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest() == str(ref[f"sha256_{variant}"])
     script = _fixture_script("make_pi0_lerobot_policy_fixture")
-    policy = Pi0Policy.from_pretrained(ckpt, device="cpu")
+    policy = Pi0Policy.from_pretrained(ckpt, device="cpu", image_pipeline="openpi")
     for i in range(2):
         policy.reset([0], [int(ref[f"seed_{i}"])])
         ours = policy.act([_obs(script, ref, i)], env_ids=[0]).actions[0]
         np.testing.assert_allclose(ours, ref[f"{variant}_fp32_{i}"], rtol=0, atol=2e-6, err_msg=f"{variant} {i}")
+
+
+@pytest.fixture(scope="module")
+def lerobot_e2e(tmp_path_factory):
+    """The fixture's dirs (make_tiny, seed 0): pi0 stored float32, pi0.5 stored as bf16 LeRobot runs save it."""
+    root = tmp_path_factory.mktemp("pi0_lerobot_e2e")
+    return {"pi0": write_tiny_pi0(root / "pi0", "lerobot", "pi0"),
+            "pi05": write_tiny_pi0(root / "pi05", "lerobot", "pi05", dtype="bfloat16")}
+
+
+@pytest.mark.parametrize("variant", ["pi0", "pi05"])
+def test_lerobot_eval_path_from_raw_frames_equals_lerobots_own(lerobot_e2e, variant):
+    """lerobot-eval's step by LeRobot 0.6.1 itself (``data/make_pi0_lerobot_e2e_fixture.py``): raw frames at
+    360x360 (its LIBERO render), 256x256 and 200x300 -> preprocess_observation -> LiberoProcessorStep ->
+    policy_preprocessor -> predict_action_chunk(noise) -> policy_postprocessor, on files stored as LeRobot
+    stores them (pi0 float32; pi0.5 mixed F32/BF16 of a bf16 run), against ``from_pretrained`` + ``act(noise=)``.
+
+    Measured: fp32 <= 7.2e-7 (actions up to 3.8); pi0.5 at its config's bf16 on both sides <= 1.5e-3. With
+    openpi's PIL resize instead (today's main, or ``image_pipeline="openpi"``) fp32 is off by up to 1.0e-3."""
+    ref = np.load(DATA / "pi0_lerobot_e2e_reference.npz")
+    ckpt = lerobot_e2e[variant]
+    assert hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest() == str(ref[f"sha256_{variant}"])
+    script = _fixture_script("make_pi0_lerobot_e2e_fixture")
+    cases = [("fp32", "fp32", 1e-5)] + ([("bf16", None, 5e-3)] if variant == "pi05" else [])
+    for key, precision, atol in cases:
+        policy = Pi0Policy.from_pretrained(ckpt, device="cpu", precision=precision)
+        assert policy.inputs.image_size == 360 and policy.precision == key
+        for i, size in enumerate(script.SIZES):
+            agent, wrist = script.frames(i)
+            assert agent.shape[:2] == size
+            assert hashlib.sha256(agent.tobytes() + wrist.tobytes()).hexdigest() == str(ref[f"frames_sha256_{i}"])
+            obs = {"images": {"agentview": upright(agent), "wrist": upright(wrist)},
+                   "instruction": str(ref[f"task_{i}"]), "state": ref[f"state_{i}"]}
+            noise = script.noise(int(ref["seeds"][i]), policy.chunk_size)[None]
+            ours = policy.act([obs], noise=noise).actions[0]
+            np.testing.assert_allclose(ours, ref[f"{variant}_{key}_{i}"], rtol=0, atol=atol,
+                                       err_msg=f"{variant} {key} {size}")
+
+
+@pytest.mark.parametrize("variant", ["pi0", "pi05"])
+def test_openpi_client_path_from_raw_frames_equals_openpis_own(tiny, variant):
+    """openpi's LIBERO client + ``Policy.infer(noise=)`` by openpi itself (``data/make_pi0_openpi_e2e_fixture.py``):
+    raw frames at 256x256 (its render), 200x300 (PIL resize and padding) and 224x224 (no resize), the
+    bf16-stored converter files, against ``from_pretrained`` + ``act(noise=)``.
+
+    Measured: fp32 <= 4.2e-7 (actions up to 4.0); openpi's bf16 policy on both sides <= 1.7e-3. Today's main
+    computes the same numbers (this path was right); what it lacked is `act(noise=)`."""
+    ref = np.load(DATA / "pi0_openpi_e2e_reference.npz")
+    ckpt = tiny[f"openpi-{variant}"]
+    assert hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest() == str(ref[f"sha256_{variant}"])
+    script = _fixture_script("make_pi0_openpi_e2e_fixture")
+    for key, precision, atol in (("fp32", "fp32", 1e-5), ("bf16", None, 5e-3)):
+        policy = Pi0Policy.from_pretrained(ckpt, device="cpu", precision=precision)
+        assert policy.inputs.image_size == 256 and policy.precision == key
+        for i, size in enumerate(script.SIZES):
+            agent, wrist = script.frames(i)
+            assert agent.shape[:2] == size
+            assert hashlib.sha256(agent.tobytes() + wrist.tobytes()).hexdigest() == str(ref[f"frames_sha256_{i}"])
+            obs = {"images": {"agentview": upright(agent), "wrist": upright(wrist)},
+                   "instruction": str(ref[f"task_{i}"]), "state": ref[f"state_{i}"]}
+            noise = script.noise(int(ref["seeds"][i]), policy.chunk_size)[None]
+            ours = policy.act([obs], noise=noise).actions[0]
+            np.testing.assert_allclose(ours, ref[f"{variant}_{key}_{i}"], rtol=0, atol=atol,
+                                       err_msg=f"{variant} {key} {size}")
+
+
+def test_explicit_noise_reproduces_a_chunk_and_is_validated(fp32):
+    """``act(noise=)`` is the flow's x_1: the same noise gives the same chunk, whatever the env generators."""
+    policy = fp32["openpi-pi05"]
+    obs = observation_batch(2, wrist=True)
+    assert policy.noise_shape == (10, 32)
+    policy.reset([0, 1], [3, 4])
+    seeded = policy.act(obs, env_ids=[0, 1]).actions
+    policy.reset([0, 1], [3, 4])
+    noise = policy.noise([0, 1])
+    policy.reset([0, 1], [99, 98])  # other generator states: irrelevant when noise is given
+    given = policy.act(obs, env_ids=[0, 1], noise=noise).actions
+    np.testing.assert_array_equal(given, seeded)
+    np.testing.assert_array_equal(policy.act(obs, noise=noise.numpy()).actions, seeded)  # numpy too
+    after = policy.act(obs, env_ids=[0, 1]).actions  # the generators were not advanced by noise=
+    policy.reset([0, 1], [99, 98])
+    np.testing.assert_array_equal(policy.act(obs, env_ids=[0, 1]).actions, after)
+    assert np.abs(policy.act(obs, noise=noise + 0.5).actions - seeded).max() > 1e-3
+    for bad, err, match in ((noise[:1], ValueError, r"\(B, action_horizon, max_action_dim\) = \(2, 10, 32\)"),
+                            (noise[..., :7], ValueError, "shape"),
+                            (noise.double(), TypeError, "float32"),
+                            (noise.tolist(), TypeError, "torch.Tensor or numpy"),
+                            (noise * float("nan"), ValueError, "finite")):
+        with pytest.raises(err, match=match):
+            policy.act(obs, noise=bad)
 
 
 def test_default_precision_is_the_references(tiny):
@@ -234,6 +328,11 @@ def test_configured_values_that_disagree_with_the_checkpoint_are_refused(tiny, t
     big.write_bytes(train_tokenizer(vocab_size=600))
     with pytest.raises(CheckpointError, match="not this model's tokenizer"):
         Pi0Policy.from_pretrained(tiny["lerobot-pi0"], device="cpu", tokenizer=big)
+    with pytest.raises(ValueError, match="image_pipeline must be one of"):
+        Pi0Policy.from_pretrained(tiny["lerobot-pi0"], device="cpu", image_pipeline="pil")
+    chosen = Pi0Policy.from_pretrained(tiny["lerobot-pi0"], device="cpu", precision="fp32", image_pipeline="openpi",
+                                       image_size=256)  # both asked for: openpi's pixels on a LeRobot dir
+    assert chosen.inputs.image_size == 256 and chosen.info().extra["image_pipeline"] == "openpi"
 
 
 def test_chunk_execution_and_scene_seed_defaults(fp32):
