@@ -21,7 +21,7 @@ $(VENV)/.core: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.core
 	$(PIP) install "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) install -e ".[torch,report,remote,test]"
+	$(PIP) install -e ".[torch,report,remote,test,trackers,docs]"
 	@# Ray launcher by name, after the rest (its cloudpickle<3 pin vs LIBERO's >=3: see pyproject.toml)
 	$(PIP) install "hydra-ray-launcher>=1.2" "ray[default]>=2.9,<3"
 	touch $@
