@@ -107,7 +107,9 @@ class ChunkedActor:
     Args:
         policy: The (batch-first) policy.
         num_envs: How many envs (ids ``0..num_envs-1``) it serves.
-        mode, replan_steps, k: Chunk execution, as in :func:`make_executor`.
+        mode: Chunk execution mode, as in :func:`make_executor`.
+        replan_steps: Actions executed per chunk (open loop), as in :func:`make_executor`.
+        k: Temporal-ensemble weight, as in :func:`make_executor`.
     """
 
     def __init__(self, policy: Policy, num_envs: int = 1, mode: str = "open_loop",
