@@ -224,3 +224,30 @@ def test_shards_of_one_sweep_log_to_one_group(tmp_path: Path, wandb_env: dict) -
     fingerprint = json.loads(next(sweep.glob("0_*/run.json")).read_text())["config_fingerprint"]
     assert runs[0].run_group == f"shards-{fingerprint[:12]}"
     assert sorted(r.display_name for r in runs) == sorted(p.name for p in sweep.glob("*_*") if p.is_dir())
+
+
+def test_a_sweep_groups_its_jobs_by_the_sweep_dir(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from vla_gym.config import CONFIG_MODULE, register_configs
+    from vla_gym.trackers import run_naming
+
+    register_configs()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("rollout", overrides=["tracker=wandb", f"hydra.sweep.dir={tmp_path}/sweep"],
+                      return_hydra_config=True)
+    assert run_naming(cfg, tmp_path / "sweep/0_seed=1", "f" * 64) == ("0_seed=1", None)  # not a sweep
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert run_naming(cfg, tmp_path / "sweep/1_seed=2", "f" * 64) == ("1_seed=2", f"{tmp_path}/sweep")
+        cfg.shard = "1/2"  # shards of one run group by fingerprint, even inside a sweep
+        assert run_naming(cfg, tmp_path / "sweep/1_seed=2", "ab" * 32)[1] == "shards-" + ("ab" * 32)[:12]
+        cfg.tracker.group = "mine"
+        assert run_naming(cfg, tmp_path / "x", None)[1] == "mine"
+    finally:
+        HydraConfig.instance().cfg = None
