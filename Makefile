@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 ARGS ?=
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: rollout test test-all install install-dev browser clean
+.PHONY: rollout test test-all install install-dev browser docs docs-serve clean
 
 $(VENV)/.core: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.core: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.core
 	$(PIP) install "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) install -e ".[torch,report,remote,test]"
+	$(PIP) install -e ".[torch,report,remote,test,trackers,docs]"
 	@# Ray launcher by name, after the rest (its cloudpickle<3 pin vs LIBERO's >=3: see pyproject.toml)
 	$(PIP) install "hydra-ray-launcher>=1.2" "ray[default]>=2.9,<3"
 	touch $@
@@ -42,8 +42,15 @@ test: $(VENV)/.dev browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## The documentation site (mkdocs.yml, docs/): build it as the tests do (--strict), or serve it with live reload
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8001
+
 test-all: PYTEST_ARGS=
 test-all: test
 
 clean:
-	rm -rf $(VENV) .libero_config .pytest_cache
+	rm -rf $(VENV) .libero_config .pytest_cache site

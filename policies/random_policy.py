@@ -50,12 +50,14 @@ class RandomPolicy(Policy):
         self.execution = ChunkExecution(mode="open_loop", replan_steps=None)
 
     def reset(self, env_ids: Sequence[int] | None = None, seeds: Sequence[int | None] | None = None) -> None:
+        """Re-seed the action generator of ``env_ids`` (all when None)."""
         if env_ids is None:
             self._rngs.clear()
         for env_id, seed in reset_targets(env_ids, seeds):
             self._rngs[env_id] = np.random.default_rng(self.seed + env_id if seed is None else seed)
 
     def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+        """Uniform random actions in [-1, 1], ``(B, chunk_size, action_dim)``."""
         ids = resolve_env_ids(observations, env_ids)
         shape = (self.chunk_size, self.action_dim)
         rows = []
@@ -65,4 +67,5 @@ class RandomPolicy(Policy):
         return ActionChunk(np.stack(rows).astype(np.float32))
 
     def info(self) -> PolicyInfo:
+        """Name and chunk size."""
         return PolicyInfo(name="random", chunk_size=self.chunk_size)

@@ -242,6 +242,7 @@ class RemotePolicy(Policy):
         return msg
 
     def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+        """Send each row to its env's connection, then read the replies (so the server can batch them)."""
         ids = resolve_env_ids(observations, env_ids)
         t0 = time.perf_counter()
         msgs = [self.encode(o) for o in observations]
@@ -269,6 +270,7 @@ class RemotePolicy(Policy):
                                                  "policy_timing": policy})
 
     def reset(self, env_ids: Sequence[int] | None = None, seeds: Sequence[int | None] | None = None) -> None:
+        """Reset the server-side state of ``env_ids`` (vla_gym servers only; openpi servers keep none)."""
         if "reset" not in self.features:
             return  # openpi servers keep no per-episode state the client could reset
         targets = reset_targets(env_ids, seeds) or [(i, None) for i in sorted(self._conns)]
@@ -278,6 +280,7 @@ class RemotePolicy(Policy):
                 raise RuntimeError(f"server did not acknowledge the reset: {sorted(reply)}")
 
     def info(self) -> PolicyInfo:
+        """The served policy's description, from the server's metadata."""
         p = self.metadata.get("policy", {}) if self.vla_gym_server else {}
         return PolicyInfo(name=f"remote:{p.get('name', 'openpi')}", action_dim=self.action_dim,
                           chunk_size=int(p.get("chunk_size", 1)), dtype=str(p.get("dtype", "unknown")),
@@ -285,5 +288,6 @@ class RemotePolicy(Policy):
                           extra={"uri": self.uri, "input_format": self.input_format, "server": p})
 
     def close(self) -> None:
+        """Close every connection."""
         for env_id in list(self._conns):
             self._drop(env_id)

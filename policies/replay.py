@@ -45,12 +45,14 @@ class ReplayPolicy(Policy):
         self._cursor: dict[int, int] = {}
 
     def reset(self, env_ids: Sequence[int] | None = None, seeds: Sequence[int | None] | None = None) -> None:
+        """Rewind the replay cursor of ``env_ids`` (all when None)."""
         if env_ids is None:
             self._cursor.clear()
         for env_id, _ in reset_targets(env_ids, seeds):
             self._cursor[env_id] = 0
 
     def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+        """The next recorded action of each env (a one-step chunk)."""
         ids = resolve_env_ids(observations, env_ids)
         rows = []
         for env_id in ids:
@@ -62,4 +64,5 @@ class ReplayPolicy(Policy):
         return ActionChunk(np.stack(rows)[:, None, :])
 
     def info(self) -> PolicyInfo:
+        """Name and action dimension."""
         return PolicyInfo(name="replay", action_dim=int(self.actions.shape[1]))

@@ -72,12 +72,14 @@ class ScriptedPickPlacePolicy(Policy):
         self._episodes: dict[int, _PickPlaceEpisode] = {}
 
     def reset(self, env_ids: Sequence[int] | None = None, seeds: Sequence[int | None] | None = None) -> None:
+        """Forget the plan of ``env_ids`` (all when None); it is re-made from the next observation."""
         if env_ids is None:
             self._episodes.clear()
         for env_id, _ in reset_targets(env_ids, seeds):
             self._episodes.pop(env_id, None)
 
     def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+        """The expert's next action for each env, from its privileged observation."""
         ids = resolve_env_ids(observations, env_ids)
         actions = []
         for env_id, obs in zip(ids, observations):
@@ -87,6 +89,7 @@ class ScriptedPickPlacePolicy(Policy):
         return ActionChunk(np.stack(actions)[:, None, :])
 
     def info(self) -> PolicyInfo:
+        """Name."""
         return PolicyInfo(name="scripted")
 
 

@@ -30,7 +30,7 @@ from vla_gym.policy import Policy
 from vla_gym.rollout import build_policy, make_env, resolve_scene_seed, resolve_tasks
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-COVERED_GROUPS = ("env", "policy", "quantization", "perturbation", "experiment")
+COVERED_GROUPS = ("env", "policy", "quantization", "perturbation", "experiment", "tracker")
 
 
 def options(group: str) -> list[str]:
@@ -277,3 +277,14 @@ def test_experiment_option_composes_and_sweeps_existing_options(name):
             assert not unknown, f"experiment={name} sweeps {key} over missing options {unknown}"
         else:
             assert OmegaConf.select(cfg, key, default="__missing__") != "__missing__", key
+
+
+# ---------------------------------------------------------------------------- tracker
+@pytest.mark.parametrize("name", options("tracker"))
+def test_tracker_option_composes_and_builds(name):
+    from vla_gym.trackers import make_tracker
+
+    cfg = compose_rollout([f"tracker={name}"])
+    assert cfg.tracker.name == name
+    tracker = make_tracker(cfg.tracker)
+    assert (tracker is None) == (name == "none") and (tracker is None or callable(tracker.log_run))

@@ -1,4 +1,4 @@
-"""The README's "writing a policy" example runs as printed, and the runner executes it."""
+"""The "write a policy" how-to's example runs as printed, and the runner executes it."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ import numpy as np
 from vla_gym.chunking import ChunkedActor
 from vla_gym.policy import Policy
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "write-a-policy.md"
 
 
 def _example_source() -> str:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     matches = [b for b in blocks if "class GoRight(Policy)" in b]
-    assert len(matches) == 1, "README must hold exactly one GoRight example"
+    assert len(matches) == 1, "docs/how-to/write-a-policy.md must hold exactly one GoRight example"
     return matches[0]
 
 
 def test_readme_policy_example_runs_and_is_batched():
     namespace: dict = {}
-    exec(compile(_example_source(), str(README), "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(_example_source(), str(README), "exec"), namespace)  # noqa: S102 - our own docs
     policy = namespace["GoRight"]()
     assert isinstance(policy, Policy)
     actor = ChunkedActor(policy, num_envs=2, mode=policy.execution.mode, replan_steps=policy.execution.replan_steps)

@@ -38,14 +38,17 @@ class OpenLoopExecutor:
 
     @property
     def needs_chunk(self) -> bool:
+        """Whether the queue is empty, so the policy must be queried this step."""
         return not self._plan
 
     def add_chunk(self, chunk: np.ndarray) -> None:
+        """Queue the first ``replan_steps`` actions of ``chunk`` (all when None)."""
         chunk = as_chunk(chunk)
         n = len(chunk) if self.replan_steps is None else min(self.replan_steps, len(chunk))
         self._plan.extend(chunk[:n])
 
     def next_action(self) -> np.ndarray:
+        """Pop the next queued action."""
         if not self._plan:
             raise RuntimeError("no action queued: add a chunk first (needs_chunk is True)")
         return self._plan.popleft()
@@ -70,13 +73,16 @@ class TemporalEnsembleExecutor:
 
     @property
     def needs_chunk(self) -> bool:
+        """Whether this step's chunk is still missing (temporal ensembling queries every step)."""
         return not self._fresh
 
     def add_chunk(self, chunk: np.ndarray) -> None:
+        """Add this step's chunk to the predictions being averaged."""
         self._chunks.append((self._t, as_chunk(chunk)))
         self._fresh = True
 
     def next_action(self) -> np.ndarray:
+        """The weighted average of every prediction for this step; advances one step."""
         if not self._fresh:
             raise RuntimeError("temporal ensembling needs this step's chunk first (needs_chunk is True)")
         # keep only chunks that still cover the current step; oldest first
@@ -107,7 +113,9 @@ class ChunkedActor:
     Args:
         policy: The (batch-first) policy.
         num_envs: How many envs (ids ``0..num_envs-1``) it serves.
-        mode, replan_steps, k: Chunk execution, as in :func:`make_executor`.
+        mode: Chunk execution mode, as in :func:`make_executor`.
+        replan_steps: Actions executed per chunk (open loop), as in :func:`make_executor`.
+        k: Temporal-ensemble weight, as in :func:`make_executor`.
     """
 
     def __init__(self, policy: Policy, num_envs: int = 1, mode: str = "open_loop",

@@ -82,6 +82,8 @@ class RolloutConfig:
     policy: Any = None
     quantization: Any = None
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    tracker: Any = None
+    """Where a finished run is also logged (``conf/tracker/``: none, wandb, tensorboard); never fingerprinted."""
     tasks: Any = "default"
     episodes_per_task: int = 2
     init_state_ids: Optional[list[int]] = None
@@ -134,7 +136,7 @@ register_configs()
 
 
 CONFIG_MODULE = "vla_gym.conf"
-GROUPS = ("env", "policy", "quantization", "perturbation", "experiment", "hydra/launcher")
+GROUPS = ("env", "policy", "quantization", "perturbation", "tracker", "experiment", "hydra/launcher")
 
 
 def _keys(cfg: Any, prefix: str = "") -> list[str]:

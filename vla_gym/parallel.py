@@ -179,6 +179,7 @@ class EpisodeRun:
     last_action: tuple[np.ndarray, bool] | None = None
 
     def result(self) -> dict[str, Any]:
+        """The episode's outcome dict, as :func:`vla_gym.rollout.run_episode` returns it."""
         lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
         return dict(
             instruction=self.instruction, success=self.success, steps=self.steps, sum_reward=self.sum_reward,
@@ -271,6 +272,7 @@ class EnvPool:
         self.restarts += 1
 
     def close(self) -> None:
+        """Stop every worker process (the pool is unusable afterwards)."""
         for w in self.workers:
             if w is not None:
                 w.close()

@@ -47,6 +47,7 @@ class PlannedEpisode:
 
     @property
     def key(self) -> EpisodeKey:
+        """The episode's identity in a run (suite, task, episode, init state, scene)."""
         return episode_key(self.suite, self.task_index, self.episode_index, self.init_state_id, self.scene)
 
 

@@ -119,6 +119,7 @@ class ActionChunk:
 
     @property
     def batch_size(self) -> int:
+        """B, the number of rows (envs)."""
         return int(self.actions.shape[0])
 
 
@@ -213,6 +214,7 @@ class StageTimer:
         self._t0 = 0.0
 
     def __call__(self, stage: str) -> StageTimer:
+        """Time the ``with`` block that follows as ``stage``."""
         self._stage = stage
         return self
 

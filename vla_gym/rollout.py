@@ -39,6 +39,7 @@ from vla_gym.plan import (
 )
 from vla_gym.policy import Policy
 from vla_gym.results import EpisodeRecord, atomic_write_text
+from vla_gym.trackers import track_run
 from vla_gym.trajectory import Trajectory, trajectory_rel
 from vla_gym.run_store import EPISODES_FILE, RESULTS_FILE, RUN_FILE, RunStore, RunStoreError, outcome_config
 
@@ -207,12 +208,14 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-def run(cfg: DictConfig, choices: dict[str, str] | None = None, policy: Policy | None = None) -> dict[str, Any]:
+def run(cfg: DictConfig, choices: dict[str, str] | None = None, policy: Policy | None = None,
+        tracking: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.policy`` on ``cfg.env``; return the aggregated results.
 
     ``choices`` are Hydra's config-group choices (``policy: openvla``), used to name things.
     ``policy``: an already built policy to evaluate instead of building ``cfg.policy`` (what
     :func:`evaluate` passes; it stays open: the caller owns it).
+    ``tracking``: keyword arguments for :func:`vla_gym.trackers.track_run` (``wandb_run``, ``wandb_step``).
     Raises :class:`~vla_gym.plan.ConfigError` (bad config, policy that cannot be built) or
     :class:`~vla_gym.run_store.RunStoreError` (directory locked or of another config) before
     anything is written into the run directory.
@@ -232,14 +235,14 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None, policy: Policy |
     store = RunStore(out, outcome_config(cfg), retry_errors=bool(cfg.retry_errors))
     with store:  # locked from here; refused if another run holds the dir or it is of another config
         if policy is not None:
-            return _run_episodes(cfg, plan, store, policy, choices)
+            return _run_episodes(cfg, plan, store, policy, choices, tracking)
         try:
             policy = build_policy(cfg.policy, cfg.quantization)
         except Exception as e:  # noqa: BLE001 - any failure to build is a start failure, reported in one line
             log.debug("building the policy failed:\n%s", traceback.format_exc())
             raise ConfigError(f"could not build the policy ({target}): {type(e).__name__}: {_one_line(e)}") from None
         try:
-            return _run_episodes(cfg, plan, store, policy, choices)
+            return _run_episodes(cfg, plan, store, policy, choices, tracking)
         finally:
             policy.close()
 
@@ -284,7 +287,7 @@ def compose_config(env: str = "libero_spatial", policy: str | None = None, overr
 
 def evaluate(policy: Policy | str, env: str = "libero_spatial", tasks: Any = "default", episodes: int = 2,
              output_dir: str | os.PathLike | None = None, *, overrides: Sequence[str] = (),
-             **options: Any) -> dict[str, Any]:
+             wandb_run: Any = None, wandb_step: int | None = None, **options: Any) -> dict[str, Any]:
     """Evaluate a policy from Python (e.g. during training): the CLI's episode loop and run store.
 
     Args:
@@ -295,6 +298,9 @@ def evaluate(policy: Policy | str, env: str = "libero_spatial", tasks: Any = "de
         episodes: Episodes per task.
         output_dir: The run directory (default ``rollouts/evaluate/<time>``); re-using one resumes it.
         overrides: Hydra override strings, as on the command line (``"perturbation=action_noise"``).
+        wandb_run: An existing W&B run (e.g. the training run) to log the results into, under
+            ``eval/`` (not finished here); ``tracker=...`` in ``overrides`` logs to a run of its own.
+        wandb_step: The step of ``wandb_run`` to log at (e.g. the training step); None = its next.
         **options: Config values by key; nested dicts for groups (``video={"enabled": False}``,
             ``max_steps=50``, ``num_envs=2``, ``shard="0/2"``).
 
@@ -323,11 +329,11 @@ def evaluate(policy: Policy | str, env: str = "libero_spatial", tasks: Any = "de
         choices["policy"] = built.info().name
     else:
         choices["policy"] = str(policy)
-    return run(cfg, choices, policy=built)
+    return run(cfg, choices, policy=built, tracking={"wandb_run": wandb_run, "wandb_step": wandb_step})
 
 
 def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
-                  choices: dict[str, str] | None) -> dict[str, Any]:
+                  choices: dict[str, str] | None, tracking: dict[str, Any] | None = None) -> dict[str, Any]:
     """The episode loop of :func:`run`, once the store is open and the policy built."""
     from tqdm import tqdm
 
@@ -405,7 +411,9 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
             _run_in_process(cfg, plan, pending, policy, actor, scene_seed, out, store_episode)
     finally:
         bar.close()
-    return store.write_results(meta)
+    results = store.write_results(meta)
+    track_run(cfg, out, results, store.records, fingerprint=store.fingerprint, **(tracking or {}))  # never raises
+    return results
 
 
 def _run_in_process(cfg: DictConfig, plan: Plan, pending: list[PlannedEpisode], policy: Policy,

@@ -165,9 +165,11 @@ class RunLock:
 
     @property
     def held(self) -> bool:
+        """Whether this process holds the lock."""
         return self._fd is not None
 
     def acquire(self) -> None:
+        """Take the lock, or raise :class:`RunStoreError` naming its holder."""
         if self._fd is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +203,7 @@ class RunLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Release the lock and remove ``run.lock`` (idempotent)."""
         if self._fd is None:
             return
         try:
@@ -251,6 +254,7 @@ class RunStore:
 
     @property
     def episodes_path(self) -> Path:
+        """The run's ``episodes.jsonl``."""
         return self.dir / EPISODES_FILE
 
     # -- opening
@@ -266,6 +270,7 @@ class RunStore:
         return self
 
     def close(self) -> None:
+        """Release the run directory's lock."""
         self.lock.release()
 
     def __enter__(self) -> RunStore:
@@ -351,6 +356,7 @@ class RunStore:
                                          "created": time.time(), **info})
 
     def get(self, key: EpisodeKey) -> EpisodeRecord | None:
+        """The stored record of episode ``key``, or None."""
         i = self._by_key.get(key)
         return None if i is None else self.records[i]
 
@@ -379,6 +385,7 @@ class RunStore:
         return record
 
     def results(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The ``results.json`` aggregate of the stored records with ``meta``."""
         return aggregate(self.records, meta)
 
     def write_results(self, meta: dict[str, Any]) -> dict[str, Any]:

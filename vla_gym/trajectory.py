@@ -50,6 +50,7 @@ class Trajectory:
         self.observe(obs)
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The recorded columns as arrays (``action``, ``query``, ``reward``, ``success``, ``state``, ``joint_pos``)."""
         dtypes = {"action": np.float32, "query": bool, "reward": np.float32, "success": bool,
                   "state": np.float32, "joint_pos": np.float32}
         out = {}

@@ -372,6 +372,7 @@ def input_format(name: str) -> InputFormat:
 
 
 def inputs_to_dict(inputs: PolicyInputs) -> dict[str, Any]:
+    """A policy's declared inputs as plain JSON-able data (for the server's metadata)."""
     d = asdict(inputs)
     d["cameras"] = list(inputs.cameras)
     return d

@@ -154,7 +154,6 @@ def load_film_backbone(backbone: FiLMedPrismaticVisionBackbone, file: Path, dtyp
     Tensors are assigned (``assign=True``) in ``dtype`` (the reference casts the FiLMed backbone to
     bf16), so FiLM layers built on ``meta`` need no initialisation.
     """
-
     state = merge_lora_state(load_torch_state_dict(file), oft_vision_lora_scaling, str(file))
     expected = backbone.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

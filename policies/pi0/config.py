@@ -104,10 +104,12 @@ class Pi0Checkpoint:
 
     @property
     def pi05(self) -> bool:
+        """Whether the checkpoint is a pi0.5 (AdaRMS time conditioning) rather than a pi0."""
         return self.variant == "pi05"
 
     @property
     def weights(self) -> Path:
+        """The checkpoint's ``model.safetensors``."""
         return self.path / WEIGHTS
 
 

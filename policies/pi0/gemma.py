@@ -130,6 +130,7 @@ class GemmaMLP(nn.Module):
         self.down_proj = nn.Linear(mlp_dim, width, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Gated GELU (tanh) MLP: ``down(gelu(gate(x)) * up(x))``."""
         return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
 
 

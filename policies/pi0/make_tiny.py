@@ -121,10 +121,12 @@ def release_state(model: Pi0Model, dtype: torch.dtype | None, seed: int) -> dict
 
 
 def write_json(file: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON."""
     file.write_text(json.dumps(value, indent=2) + "\n")
 
 
 def write_openpi(out: Path, variant: str, model: Pi0Model, stats: dict, seed: int) -> None:
+    """Write ``model`` as an openpi-PyTorch checkpoint dir (safetensors, config, assets norm stats)."""
     from safetensors.torch import save_file
 
     save_file(release_state(model, torch.bfloat16, seed), str(out / "model.safetensors"))
@@ -173,6 +175,7 @@ def _normalizer(features: dict[str, Any], norm_map: dict[str, str], state_file: 
 
 
 def write_lerobot(out: Path, variant: str, model: Pi0Model, stats: dict, seed: int, dtype: str = "float32") -> None:
+    """Write ``model`` as a LeRobot ``pretrained_model`` dir (prefixed safetensors, config, processors)."""
     from safetensors.torch import save_file
 
     if dtype not in LEROBOT_DTYPES:

@@ -558,7 +558,8 @@ class Pi0Model(nn.Module):
         Args:
             images: One (B, 3, H, W) float tensor in [-1, 1] per camera slot, in the model's slot order.
             image_masks: One (B,) bool per slot (False = missing camera: its tokens are masked out).
-            tokens: (B, L) int64 prompt tokens, right padded; token_masks: (B, L) bool.
+            tokens: (B, L) int64 prompt tokens, right padded.
+            token_masks: (B, L) bool, False on padding.
             state: (B, action_dim) normalised, zero-padded state (pi0.5 ignores it).
             noise: (B, action_horizon, action_dim) float32.
             num_steps: Euler steps (the references use 10).

@@ -291,6 +291,7 @@ class Pi0Policy(Policy):
         return self.ckpt.action_horizon
 
     def info(self) -> PolicyInfo:
+        """Name, chunk size, layout, variant, recipe and weight bytes of the loaded checkpoint."""
         from vla_gym.quantization import describe_weights
 
         nbytes, dtype = describe_weights(self.model)

@@ -45,6 +45,7 @@ class FeatureNorm:
 
     @property
     def dim(self) -> int:
+        """Number of normalised dimensions."""
         return self.stats.dim
 
     def _denominator(self, d: int) -> np.ndarray:

@@ -40,6 +40,7 @@ class TinyVLAConfig:
 
     @property
     def hidden_size(self) -> int:
+        """Width of the LLM's hidden state."""
         return int(self.raw["hidden_size"])
 
     def llm_config(self) -> Any:
@@ -62,6 +63,7 @@ class TinyVLAConfig:
 
     @property
     def mm_hidden_size(self) -> int:
+        """Width of the vision tower's features fed to the projector."""
         return int(self.raw["vision_config"]["mm_projector"].get("mm_hidden_size",
                                                                  self.raw["vision_config"]["vision_tower"]["hidden_size"]))
 

@@ -23,6 +23,7 @@ def convert(src: Path, dst: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI: convert ``dataset_stats.pkl`` to a JSON or safetensors twin; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", type=Path, help="dataset_stats.pkl")
     parser.add_argument("dst", type=Path, help="dataset_stats.json or dataset_stats.safetensors")

@@ -62,6 +62,7 @@ class LoadReport:
 
 @dataclass
 class LoadedTinyVLA:
+    """A loaded TinyVLA: the model, its config, tokenizer, image processor and stats."""
     model: LlavaPythia
     cfg: TinyVLAConfig
     tokenizer_dir: Path

@@ -206,9 +206,11 @@ class TinyVLAPolicy(Policy):
 
     @property
     def chunk_size(self) -> int:
+        """Actions per chunk, from the checkpoint's config."""
         return self.cfg.chunk_size
 
     def info(self) -> PolicyInfo:
+        """Name, chunk size, action dim and weight bytes of the loaded checkpoint."""
         from vla_gym.quantization import describe_weights
 
         nbytes, dtype = describe_weights(self.model)
@@ -219,4 +221,5 @@ class TinyVLAPolicy(Policy):
                                  "num_denoise_steps": NUM_INFERENCE_STEPS, "cameras": list(self.cameras)})
 
     def close(self) -> None:
+        """Drop the model so its memory can be freed."""
         self.model = None  # type: ignore[assignment]

@@ -38,6 +38,7 @@ class SinusoidalPosEmb(nn.Module):
 
 
 class Downsample1d(nn.Module):
+    """Halve the time axis with a stride-2 convolution (Diffusion Policy's)."""
     def __init__(self, dim: int):
         super().__init__()
         self.conv = nn.Conv1d(dim, dim, 3, 2, 1)
@@ -47,6 +48,7 @@ class Downsample1d(nn.Module):
 
 
 class Upsample1d(nn.Module):
+    """Double the time axis with a transposed convolution (Diffusion Policy's)."""
     def __init__(self, dim: int):
         super().__init__()
         self.conv = nn.ConvTranspose1d(dim, dim, 4, 2, 1)

@@ -81,6 +81,7 @@ class NormStats:
 
     @property
     def dim(self) -> int:
+        """Number of normalised dimensions."""
         return int(self.a.shape[0])
 
     def _scale(self) -> np.ndarray:

@@ -54,6 +54,7 @@ def jpeg_roundtrip(img: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
 
 
 def jpeg_roundtrip_pil(pil: Image.Image, quality: int = JPEG_QUALITY) -> np.ndarray:
+    """JPEG-encode and decode a PIL image at ``quality`` as TensorFlow does (integer IDCT)."""
     import simplejpeg
 
     buf = io.BytesIO()
@@ -375,6 +376,7 @@ def lanczos3_resize_transposed(img: np.ndarray, size: int) -> np.ndarray | None:
 
 
 def center_crop_from_transposed(img_t: np.ndarray, crop_scale: float) -> np.ndarray:
+    """Center crop ``crop_scale`` of the area of a transposed float image (the numba kernel)."""
     lo, hi, frac = _crop_coords(img_t.shape[0], img_t.shape[0], float(crop_scale))
     return numba_kernels()[1](img_t, lo, hi, frac, np.float32(1.0 / 255.0), np.float32(255.5))
 

@@ -44,6 +44,7 @@ class Rotate180OfRaw:
     """The reference evals' ``raw[::-1, ::-1]`` expressed on an upright frame (``upright = raw[::-1]``)."""
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        """Mirror the upright frame left-right (= the raw frame turned 180°)."""
         return np.ascontiguousarray(_check_image(img)[:, ::-1])
 
 
@@ -54,6 +55,7 @@ class JpegRoundTrip:
     quality: int = 95
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        """JPEG-encode and decode the image as the reference pipeline does."""
         from vla_gym.policies.toolkit.tf_image import jpeg_roundtrip
 
         return jpeg_roundtrip(_check_image(img), quality=self.quality)
@@ -66,6 +68,7 @@ class TfLanczos3Resize:
     size: int
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        """Resize with TensorFlow's lanczos3, bit-exact with the reference."""
         from vla_gym.policies.toolkit.tf_image import tf_lanczos3_resize
 
         return tf_lanczos3_resize(_check_image(img), self.size)
@@ -80,6 +83,7 @@ class PilResize:
     method: str = "bicubic"
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        """Resize with PIL's resampling filter."""
         pil = Image.fromarray(_check_image(img))
         return np.asarray(pil.resize((self.width, self.height), resample=_pil_method(self.method)))
 
@@ -98,6 +102,7 @@ class ResizeWithPad:
     method: str = "bilinear"
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        """Resize keeping the aspect ratio, then pad to the target size."""
         img = _check_image(img)
         h, w = img.shape[:2]
         if (h, w) == (self.height, self.width):
@@ -123,6 +128,7 @@ class ExpandToSquare:
     background: tuple[float, float, float] = (0, 0, 0)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        """Pad the shorter side with ``background`` to a square, image centred."""
         img = np.asarray(img)
         if img.dtype not in (np.uint8, np.float32) or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"expected a uint8 or float32 (H, W, 3) image, got {img.dtype} {img.shape}")
@@ -144,6 +150,7 @@ class Compose:
     steps: Sequence[Step]
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        """Apply every step in order."""
         for step in self.steps:
             img = step(img)
         return img

@@ -24,14 +24,15 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         max_std: Noise standard deviation at strength 1, action units.
         noise_gripper: Also perturb the gripper command.
 
-    >>> import gymnasium as gym, numpy as np, vla_gym
-    >>> from vla_gym.perturbations import ActionNoise
-    >>> env = ActionNoise(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
-    >>> obs, info = env.reset(seed=0)
-    >>> obs, r, term, trunc, info = env.step(np.zeros(7, dtype=np.float32))
-    >>> bool(np.any(info["executed_action"][:6] != 0))
-    True
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, numpy as np, vla_gym
+        >>> from vla_gym.perturbations import ActionNoise
+        >>> env = ActionNoise(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs, r, term, trunc, info = env.step(np.zeros(7, dtype=np.float32))
+        >>> bool(np.any(info["executed_action"][:6] != 0))
+        True
+        >>> env.close()
     """
 
     salt = "action_noise"

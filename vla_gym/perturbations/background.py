@@ -50,11 +50,12 @@ class BackgroundPerturbation(ModelEditWrapper):
         strength: In [0, 1]; 0 leaves every colour as it is, 1 replaces it.
         groups: Which of ``table``, ``walls``, ``floor``, ``objects`` to recolour.
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import BackgroundPerturbation
-    >>> env = BackgroundPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0, groups=["table"])
-    >>> obs, info = env.reset(seed=0)
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import BackgroundPerturbation
+        >>> env = BackgroundPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0, groups=["table"])
+        >>> obs, info = env.reset(seed=0)
+        >>> env.close()
     """
 
     model_fields = ("geom_rgba", "mat_rgba")

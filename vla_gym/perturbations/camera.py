@@ -37,13 +37,14 @@ class CameraPerturbation(ModelEditWrapper):
         max_rotation_deg: Rotation at strength 1, degrees.
         max_fovy_scale: Relative field-of-view change at strength 1.
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import CameraPerturbation
-    >>> env = CameraPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=0.5)
-    >>> obs, info = env.reset(seed=0)
-    >>> obs["images"]["agentview"].shape
-    (64, 64, 3)
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import CameraPerturbation
+        >>> env = CameraPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=0.5)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs["images"]["agentview"].shape
+        (64, 64, 3)
+        >>> env.close()
     """
 
     model_fields = ("cam_pos", "cam_quat", "cam_fovy")

@@ -35,13 +35,14 @@ class ControlRate(ModelEditWrapper):
         max_factor: Slow-down factor at strength 1 (>= 1).
         mode: ``hold`` or ``period``.
 
-    >>> import gymnasium as gym, numpy as np, vla_gym
-    >>> from vla_gym.perturbations import ControlRate
-    >>> env = ControlRate(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
-    >>> obs, info = env.reset(seed=0)
-    >>> env.step(np.zeros(7, dtype=np.float32))[4]["held_steps"]
-    4
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, numpy as np, vla_gym
+        >>> from vla_gym.perturbations import ControlRate
+        >>> env = ControlRate(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> env.step(np.zeros(7, dtype=np.float32))[4]["held_steps"]
+        4
+        >>> env.close()
     """
 
     salt = "control_rate"

@@ -33,11 +33,12 @@ class DynamicsPerturbation(ModelEditWrapper):
         friction_scale: Fixed friction factor (overrides the strength draw).
         mass_scale: Fixed mass factor for all objects (overrides the strength draw).
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import DynamicsPerturbation
-    >>> env = DynamicsPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
-    >>> obs, info = env.reset(seed=0)
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import DynamicsPerturbation
+        >>> env = DynamicsPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> env.close()
     """
 
     model_fields = ("geom_friction", "body_mass", "body_inertia")

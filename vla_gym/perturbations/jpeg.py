@@ -35,13 +35,14 @@ class JpegCompression(ImageCorruption):
         min_quality: JPEG quality at strength 1 (1-100).
         quality: Fixed JPEG quality (1-100) instead of the strength mapping.
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import JpegCompression
-    >>> env = JpegCompression(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
-    >>> obs, info = env.reset(seed=0)
-    >>> env.quality_level()
-    10
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import JpegCompression
+        >>> env = JpegCompression(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> env.quality_level()
+        10
+        >>> env.close()
     """
 
     salt = "jpeg"

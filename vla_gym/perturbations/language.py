@@ -108,13 +108,14 @@ class LanguagePerturbation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         strength: In [0, 1]; probability that each rewrite rule fires. 0 = the original.
         paraphrases: Optional hand-written alternatives per original instruction.
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import LanguagePerturbation
-    >>> env = LanguagePerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
-    >>> obs, info = env.reset(seed=0)
-    >>> obs["instruction"] != "pick up the red cube" and obs["instruction"] == info["instruction"]
-    True
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import LanguagePerturbation
+        >>> env = LanguagePerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs["instruction"] != "pick up the red cube" and obs["instruction"] == info["instruction"]
+        True
+        >>> env.close()
     """
 
     salt = "language"

@@ -39,14 +39,15 @@ class ActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
         max_delay_steps: Delay at strength 1, control steps.
         delay_steps: Fixed delay in steps (overrides the strength mapping).
 
-    >>> import gymnasium as gym, numpy as np, vla_gym
-    >>> from vla_gym.perturbations import ActionDelay
-    >>> env = ActionDelay(gym.make("vla_gym/Lift", image_size=64), strength=0.0, delay_steps=2)
-    >>> obs, info = env.reset(seed=0)
-    >>> a = np.full(7, 0.5, dtype=np.float32)
-    >>> [env.step(a)[4]["executed_action"][0] for _ in range(3)]
-    [np.float32(0.0), np.float32(0.0), np.float32(0.5)]
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, numpy as np, vla_gym
+        >>> from vla_gym.perturbations import ActionDelay
+        >>> env = ActionDelay(gym.make("vla_gym/Lift", image_size=64), strength=0.0, delay_steps=2)
+        >>> obs, info = env.reset(seed=0)
+        >>> a = np.full(7, 0.5, dtype=np.float32)
+        >>> [env.step(a)[4]["executed_action"][0] for _ in range(3)]
+        [np.float32(0.0), np.float32(0.0), np.float32(0.5)]
+        >>> env.close()
     """
 
     def __init__(self, env: gym.Env, strength: float, max_delay_steps: int = 5, delay_steps: int | None = None) -> None:
@@ -86,12 +87,13 @@ class ObservationDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
         max_delay_steps: Latency at strength 1, control steps.
         delay_steps: Fixed latency in steps (overrides the strength mapping).
 
-    >>> import gymnasium as gym, numpy as np, vla_gym
-    >>> from vla_gym.perturbations import ObservationDelay
-    >>> env = ObservationDelay(gym.make("vla_gym/Lift", image_size=64), strength=0.2)
-    >>> env.delay
-    1
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, numpy as np, vla_gym
+        >>> from vla_gym.perturbations import ObservationDelay
+        >>> env = ObservationDelay(gym.make("vla_gym/Lift", image_size=64), strength=0.2)
+        >>> env.delay
+        1
+        >>> env.close()
     """
 
     def __init__(self, env: gym.Env, strength: float, max_delay_steps: int = 5, delay_steps: int | None = None) -> None:

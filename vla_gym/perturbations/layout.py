@@ -31,11 +31,12 @@ class LayoutPerturbation(ModelEditWrapper):
         max_shift_m: Shift at strength 1, metres.
         objects: Body-name prefixes of the objects to move (default: all movable objects).
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import LayoutPerturbation
-    >>> env = LayoutPerturbation(gym.make("vla_gym/Lift", image_size=64, privileged=True), strength=1.0)
-    >>> obs, info = env.reset(seed=0)
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import LayoutPerturbation
+        >>> env = LayoutPerturbation(gym.make("vla_gym/Lift", image_size=64, privileged=True), strength=1.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> env.close()
     """
 
     salt = "layout"

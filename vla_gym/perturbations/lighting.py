@@ -41,11 +41,12 @@ class LightingPerturbation(ModelEditWrapper):
         shadows: ``True``/``False`` forces shadows on/off for all lights (applied even at
             strength 0); ``None`` flips them at random as above.
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import LightingPerturbation
-    >>> env = LightingPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
-    >>> obs, info = env.reset(seed=0)
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import LightingPerturbation
+        >>> env = LightingPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> env.close()
     """
 
     model_fields = ("light_pos", "light_dir", "light_diffuse", "light_specular", "light_castshadow")

@@ -23,13 +23,14 @@ class RobotInitPerturbation(ModelEditWrapper):
         strength: In [0, 1]; 0 keeps the nominal initial joint angles.
         max_std_rad: Noise standard deviation at strength 1, radians.
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import RobotInitPerturbation
-    >>> env = RobotInitPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
-    >>> obs, info = env.reset(seed=0)
-    >>> obs["joint_pos"].shape
-    (7,)
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import RobotInitPerturbation
+        >>> env = RobotInitPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs["joint_pos"].shape
+        (7,)
+        >>> env.close()
     """
 
     salt = "robot_init"

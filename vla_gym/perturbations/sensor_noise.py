@@ -21,13 +21,14 @@ class GaussianPixelNoise(ImageCorruption):
         strength: In [0, 1]; 0 returns the images unchanged.
         max_sigma: Noise standard deviation at strength 1, in grey levels (0-255).
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import GaussianPixelNoise
-    >>> env = GaussianPixelNoise(gym.make("vla_gym/Lift", image_size=64), strength=0.5)
-    >>> obs, info = env.reset(seed=0)
-    >>> obs["images"]["agentview"].dtype
-    dtype('uint8')
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import GaussianPixelNoise
+        >>> env = GaussianPixelNoise(gym.make("vla_gym/Lift", image_size=64), strength=0.5)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs["images"]["agentview"].dtype
+        dtype('uint8')
+        >>> env.close()
     """
 
     salt = "gaussian_pixel_noise"
@@ -71,11 +72,12 @@ class MotionBlur(ImageCorruption):
         strength: In [0, 1]; 0 returns the images unchanged.
         max_length: Blur length at strength 1 as a fraction of the image side.
 
-    >>> import gymnasium as gym, vla_gym
-    >>> from vla_gym.perturbations import MotionBlur
-    >>> env = MotionBlur(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
-    >>> obs, info = env.reset(seed=0)
-    >>> env.close()
+    Examples:
+        >>> import gymnasium as gym, vla_gym
+        >>> from vla_gym.perturbations import MotionBlur
+        >>> env = MotionBlur(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> env.close()
     """
 
     salt = "motion_blur"
