@@ -143,6 +143,12 @@ class Policy(abc.ABC):
     share one ``act`` call: None = until they all reply (lockstep batching, what a GPU model wants);
     0 = never (cheap policies: a shared call saves nothing, and waiting makes every env as slow as
     the slowest)."""
+    stateless_act: bool = False
+    """True only when ``act`` has no per-env side effects (no RNG, history or replay cursor advanced
+    per env, nothing changed when it raises) and each row depends on its own observation alone. A
+    batch that raised may then be retried row by row without changing any env's result: the policy
+    server does that to isolate the row at fault. False (the safe default) for any policy with
+    per-env state: the server then answers a failed batch's other rows with a retryable error."""
 
     def reset(self, env_ids: Sequence[int] | None = None,  # noqa: B027 - optional hook
               seeds: Sequence[int | None] | None = None) -> None:
