@@ -75,7 +75,8 @@ log = logging.getLogger("vla_gym.serve")
 PROTOCOL_VERSION = 1
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ACTIVE_S = 1.0
-"""A connection counts as an active client (one the batcher waits for) this long after its last request."""
+"""A connection counts as an active client (one the batcher waits for) this long after its last valid
+request or reply (invalid requests never make a client one that others wait for)."""
 
 
 @dataclass(frozen=True)
@@ -409,7 +410,6 @@ class PolicyServer:
                 else:
                     message = await ws.recv()
                 t0 = time.perf_counter()
-                self._connections[ws] = t0
                 if self.draining:
                     await ws.send("Invalid request: server shutting down")
                     break
@@ -431,6 +431,7 @@ class PolicyServer:
                         finally:
                             self._in_flight -= 1
                         await ws.send(wire.packb({"reset": True, "env_id": env_id, "request_id": request_id}))
+                        self._connections[ws] = time.perf_counter()
                         errors = 0
                         continue
                     obs = self.format.convert(msg, self.policy.inputs, o.openpi_image_size)
@@ -442,6 +443,7 @@ class PolicyServer:
                         break
                     continue
                 errors = 0
+                self._connections[ws] = t0  # only valid requests make a client one the batcher waits for
                 decode_ms = 1e3 * (time.perf_counter() - t0)
                 self._in_flight += 1
                 try:
@@ -459,6 +461,7 @@ class PolicyServer:
                         timing["prev_total_ms"] = prev_total_ms
                     reply["server_timing"] = timing
                     await ws.send(wire.packb(reply))
+                    self._connections[ws] = time.perf_counter()  # just answered: likely to ask again soon
                 except PolicyFailed as failed:
                     await ws.send(failed.text)  # the error id only: the traceback is in the server log
                     if failed.retryable:

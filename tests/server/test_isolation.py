@@ -339,43 +339,50 @@ def _hostile(image_size: int) -> list:
 def _honest_request(i: int, k: int, size: int) -> dict:
     rng = np.random.default_rng(100 * i + k)
     return {"images": {c: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for c in ("agentview", "wrist")},
-            "instruction": ["pick up the bowl", "open the drawer", "put the cup on the plate"][i % 3],
+            "instruction": "pick up the black bowl and place it on the plate",  # one task, as a parallel eval
             "state": rng.uniform(-1, 1, 8).astype(np.float32)}
 
 
-def _honest_run(port: int, i: int, k_requests: int, size: int) -> list[np.ndarray]:
+def _honest_run(port: int, i: int, k_requests: int, size: int,
+                barrier: threading.Barrier | None = None) -> list[np.ndarray]:
     ws = ws_connect(port)
     assert wire.unpackb(ask(ws, {"reset": True, "seed": 100 + i}))["reset"] is True  # env id independent
+    if barrier is not None:
+        barrier.wait()
     out = []
     for k in range(k_requests):
         reply = ask(ws, _honest_request(i, k, size))
         assert isinstance(reply, bytes), reply  # only correct replies: never an error text
         out.append(wire.unpackb(reply)["actions"])
-    assert isinstance(ask(ws, _honest_request(i, 0, size)), bytes)  # still connected
     ws.close()
     return out
 
 
-@pytest.mark.parametrize("family", ["pi0", "oft"])
-def test_hostile_client_never_affects_three_others(family, request):
-    policy = request.getfixturevalue("tiny_pi0" if family == "pi0" else "tiny_oft")
-    size, k_requests = policy.inputs.image_size, 2
-    with serve_in_thread(policy, batch_window_ms=200) as server:
+def _three_clients(policy, k_requests: int, hostile: bool) -> tuple[dict[int, list[np.ndarray]], list[int]]:
+    """Three honest clients (and, if ``hostile``, a fourth sending only hostile-but-decodable requests)."""
+    size = policy.inputs.image_size
+    with serve_in_thread(policy, batch_window_ms=5000) as server:
         results: dict[int, list[np.ndarray]] = {}
         errors: list[str] = []
         done = threading.Event()
+        barrier = threading.Barrier(3)
 
         def honest(i: int) -> None:
             try:
-                results[i] = _honest_run(server.port, i, k_requests, size)
+                results[i] = _honest_run(server.port, i, k_requests, size, barrier)
             except Exception as e:  # noqa: BLE001 - reported below
                 errors.append(f"client {i}: {type(e).__name__}: {e}")
 
-        def hostile() -> None:
+        def attack() -> None:
             ws = ws_connect(server.port)
-            for _round in range(20):  # bounded; stops once the honest clients are done
+            for _round in range(50):  # bounded; stops once the honest clients are done
                 for msg in _hostile(size):
-                    reply = ask(ws, msg)
+                    try:
+                        reply = ask(ws, msg)
+                    except ConnectionClosed as e:  # max_errors_per_connection: the server hangs up on it
+                        assert e.rcvd.code == 1008
+                        ws = ws_connect(server.port)
+                        continue
                     if not (isinstance(reply, str) and reply.startswith("Invalid request")):
                         errors.append(f"hostile request answered with {reply!r:.200}")
                 if done.is_set():
@@ -383,17 +390,36 @@ def test_hostile_client_never_affects_three_others(family, request):
             ws.close()
 
         threads = [threading.Thread(target=honest, args=(i,)) for i in range(3)]
-        bad = threading.Thread(target=hostile)
-        bad.start()
+        bad = threading.Thread(target=attack)
+        if hostile:
+            bad.start()
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
         done.set()
-        bad.join(60)
+        if hostile:
+            bad.join(60)
         assert not errors, errors
-        assert max(server.batch_sizes) > 1, server.batch_sizes  # the honest clients were batched together
-        for i in range(3):  # bit-identical to the same client alone
-            solo = _honest_run(server.port, i, k_requests, size)
-            for k in range(k_requests):
-                np.testing.assert_array_equal(results[i][k], solo[k])
+        return results, list(server.batch_sizes)
+
+
+@pytest.mark.parametrize("family", ["pi0", "oft"])
+def test_hostile_client_never_affects_three_others(family, request):
+    """With a fourth client sending only hostile requests, the three honest ones get exactly the replies they
+    get without it (same batches of 3, bit-identical), never an error, and are never disconnected."""
+    policy = request.getfixturevalue("tiny_pi0" if family == "pi0" else "tiny_oft")
+    k_requests = 2
+    attacked, sizes = _three_clients(policy, k_requests, hostile=True)
+    alone, sizes_alone = _three_clients(policy, k_requests, hostile=False)
+    assert sizes == sizes_alone == [3] * k_requests  # the hostile client never joined (or delayed) a batch
+    with serve_in_thread(policy) as server:
+        solo = {i: _honest_run(server.port, i, k_requests, policy.inputs.image_size) for i in range(3)}
+    for i in range(3):
+        for k in range(k_requests):
+            np.testing.assert_array_equal(attacked[i][k], alone[i][k])
+            # and the same client served alone (B = 1), bit for bit for OFT. pi0's own batched fp32 rows differ
+            # from its B = 1 rows by <= 2.4e-7 on the CPU (GEMM blocking), in-process too. One instruction for
+            # all: with prompts of different lengths OFT's own batched rows differ from B = 1 by <= 7.3e-3
+            # (measured in-process on this tiny checkpoint; reported, not the server's doing)
+            np.testing.assert_allclose(attacked[i][k], solo[i][k], rtol=0, atol=1e-6 if family == "pi0" else 0)
