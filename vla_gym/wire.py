@@ -244,7 +244,7 @@ def _state(value: Any, key: str) -> np.ndarray:
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_POSE_BOUND = np.array([STATE_BOUND] * 3 + [1.0] * 4, dtype=np.float32)
+_POSE_BOUND = np.array([STATE_BOUND] * 3 + [1.0 + 1e-6] * 4, dtype=np.float32)  # quaternion: unit, plus fp32 rounding
 PRIVILEGED_SCHEMA = (
     "privileged = {'goal': str (<= 512 printable ASCII; predicates 'lift X' | 'on X Y' | 'in X Y' separated "
     "by ';', every X, Y a key of boxes), 'poses': {name: float (7,) [xyz within 10 m, unit quaternion]}, "

@@ -39,7 +39,7 @@ class RecordingPolicy(Policy):
         self.inner = inner
         self.inputs = inner.inputs
         self.execution = inner.execution
-        self.stateless_act = inner.stateless_act
+        self.stateless_act = getattr(inner, "stateless_act", False)
         self.calls: list[list[int]] = []
         self.resets: list[list[int] | None] = []
         self.lock = threading.Lock()

@@ -19,7 +19,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.server.helpers import EchoStatePolicy, RecordingPolicy, connect_from, server_process, zeros_obs
+from tests.server.helpers import ROOT, EchoStatePolicy, RecordingPolicy, connect_from, server_process, zeros_obs
 from vla_gym import wire
 from vla_gym.policies.random_policy import RandomPolicy
 from vla_gym.policies.remote import RemotePolicy
@@ -74,7 +74,7 @@ def test_failed_batch_leaks_nothing_and_keeps_uninvolved_clients(stateless, capl
         for i in (1, 2, 3):
             got = replies[i]
             if isinstance(got, str):
-                assert not stateless and got.startswith(wire.RETRYABLE_ERROR), got
+                assert not stateless and got.startswith("Retryable error"), got
                 assert str(SECRET)[:6] not in got and "Traceback" not in got and "boom" not in got
                 got = ask(clients[i], request(0.1 * i))  # the same connection answers the request sent again
             assert isinstance(got, bytes)
@@ -85,7 +85,7 @@ def test_failed_batch_leaks_nothing_and_keeps_uninvolved_clients(stateless, capl
             assert isinstance(ask(clients[i], request(0.2)), bytes)  # still connected
         faulty = replies[0]
         if not stateless:  # the batch's culprit is unknown: it got the retryable error too; alone it fails
-            assert faulty.startswith(wire.RETRYABLE_ERROR), faulty
+            assert faulty.startswith("Retryable error"), faulty
             faulty = ask(clients[0], request(SECRET, "boom"))
         assert isinstance(faulty, str) and re.match(r"Policy error \(error id [0-9a-f]{12}\)", faulty), faulty
         assert "boom requested" not in faulty and "Traceback" not in faulty
@@ -121,7 +121,7 @@ def test_remote_policy_retries_a_retryable_error_once():
             t = threading.Thread(target=run)
             t.start()
             barrier.wait()
-            assert ask(hostile, request(0.1, "boom")).startswith((wire.RETRYABLE_ERROR, wire.POLICY_ERROR))
+            assert ask(hostile, request(0.1, "boom")).startswith(("Retryable error", "Policy error"))
             t.join(30)
             assert out and out[0].shape == (1, 3, 7)
             hostile.close()
@@ -198,7 +198,10 @@ def test_openpi_libero_loop_of_openpis_own_client_against_the_documented_command
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
     replan_steps, resize_size = 5, 224  # main.py's Args defaults
-    command = ["policy=random", "policy.chunk_size=10", "input_format=openpi_libero"]  # docs/server.md
+    docs = (ROOT / "docs" / "server.md").read_text()
+    command = re.search(r"^python -m vla_gym\.serve (policy=random .*input_format=openpi_libero)$", docs, re.M)
+    assert command, "docs/server.md must show the openpi LIBERO command"
+    command = command.group(1).split()
     with server_process(tmp_path, command) as (_, port):
         client = WebsocketClientPolicy("127.0.0.1", port)
         rng = np.random.default_rng(0)
@@ -259,7 +262,7 @@ def test_idle_connections_from_one_peer_cannot_lock_out_others():
             except InvalidStatus as e:
                 assert e.response.status_code == 503
                 refused += 1
-        assert len(idle) == server.options.max_connections_per_peer and refused == 64 - len(idle)
+        assert refused == 64 - len(idle) > 0  # the default max_connections_per_peer (32) was reached
         with connect_from(server.port, "127.0.0.1") as ws:
             ws.recv(timeout=10)
             assert isinstance(ask(ws, {"instruction": "x"}), bytes)
