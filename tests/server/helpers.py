@@ -33,7 +33,10 @@ class SlowRandomPolicy(RandomPolicy):
 
 
 class RecordingPolicy(Policy):
-    """Wraps a policy; records each ``act`` call's env ids and raises on the instruction ``boom``."""
+    """Wraps a policy; records each ``act`` call's env ids, raises on the instruction ``boom`` and
+    sleeps ``SLOW_S`` on the instruction ``slow`` (keeps the policy busy while a test queues a batch)."""
+
+    SLOW_S = 1.0
 
     def __init__(self, inner: Policy) -> None:
         self.inner = inner
@@ -50,6 +53,8 @@ class RecordingPolicy(Policy):
         self.inner.reset(env_ids=env_ids, seeds=seeds)
 
     def act(self, observations, env_ids=None) -> ActionChunk:
+        if any(o.get("instruction") == "slow" for o in observations):
+            time.sleep(self.SLOW_S)
         if any(o.get("instruction") == "boom" for o in observations):
             raise RuntimeError("boom requested")
         with self.lock:

@@ -13,6 +13,8 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -55,20 +57,14 @@ def test_failed_batch_leaks_nothing_and_keeps_uninvolved_clients(stateless, capl
                                                                        image_size=SIZE)
     policy = RecordingPolicy(inner)
     caplog.set_level(logging.ERROR, logger="vla_gym.serve")
-    with serve_in_thread(policy, batch_window_ms=1000) as server:
+    with serve_in_thread(policy) as server:
         clients = [ws_connect(server.port) for _ in range(4)]
-        for ws in clients:  # every client is active: the batcher waits for all four (or the window)
-            assert isinstance(ask(ws, request(0.1)), bytes)
         replies: dict[int, bytes | str] = {}
-        barrier = threading.Barrier(4)
-
-        def run(i: int) -> None:
-            barrier.wait()
-            replies[i] = ask(clients[i], request(SECRET, "boom") if i == 0 else request(0.1 * i))
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
+        with busy(server.port):  # the four requests queue while the policy is busy: then one batch of 4
+            threads = [threading.Thread(target=lambda i=i: replies.update(
+                {i: ask(clients[i], request(SECRET, "boom") if i == 0 else request(0.1 * i))})) for i in range(4)]
+            for t in threads:
+                t.start()
         for t in threads:
             t.join(60)
         for i in (1, 2, 3):
@@ -96,6 +92,7 @@ def test_failed_batch_leaks_nothing_and_keeps_uninvolved_clients(stateless, capl
         for ws in clients[1:]:
             ws.close()
     log = caplog.text
+    assert re.search(r"act on env ids \[\d+, \d+, \d+, \d+\] raised", log), log  # one batch held all four
     assert "Traceback" in log and "boom requested" in log and error_id in log  # the traceback is in the log only
     if stateless:
         assert "retry of batch error" in log  # the batch really held the failing row and was retried row by row
@@ -105,30 +102,31 @@ def test_failed_batch_leaks_nothing_and_keeps_uninvolved_clients(stateless, capl
 
 def test_remote_policy_retries_a_retryable_error_once():
     policy = RecordingPolicy(RandomPolicy(chunk_size=3, cameras=["agentview", "wrist"], image_size=SIZE))
-    with serve_in_thread(policy, batch_window_ms=1000) as server:
+    with serve_in_thread(policy) as server:
         remote = RemotePolicy(port=server.port)
-        remote.act([zeros_obs(SIZE)])
-        for _ in range(5):  # bounded: until the failing request and ours shared a batch
-            hostile = ws_connect(server.port)
-            assert isinstance(ask(hostile, request(0.1)), bytes)
-            barrier = threading.Barrier(2)
-            out: list = []
-
-            def run(barrier: threading.Barrier = barrier, out: list = out) -> None:
-                barrier.wait()
-                out.append(remote.act([zeros_obs(SIZE)]).actions)
-
-            t = threading.Thread(target=run)
+        hostile = ws_connect(server.port)
+        out: list = []
+        with busy(server.port):  # both requests queue while the policy is busy: then one batch of 2
+            t = threading.Thread(target=lambda: out.append(remote.act([zeros_obs(SIZE)]).actions))
             t.start()
-            barrier.wait()
-            assert ask(hostile, request(0.1, "boom")).startswith(("Retryable error", "Policy error"))
-            t.join(30)
-            assert out and out[0].shape == (1, 3, 7)
-            hostile.close()
-            if remote.retries:
-                break
+            hostile.send(wire.packb(request(0.1, "boom")))
+        assert hostile.recv(timeout=30).startswith("Retryable error")  # the culprit is not known either
+        t.join(30)
+        assert out and out[0].shape == (1, 3, 7)
         assert remote.retries == 1 and remote.reconnects == 0
         remote.close()
+        hostile.close()
+
+
+@contextmanager
+def busy(port: int) -> Iterator[None]:
+    """Keep the policy thread busy (RecordingPolicy's ``slow`` request) while the block queues requests."""
+    ws = ws_connect(port)
+    ws.send(wire.packb(request(0.1, "slow")))
+    time.sleep(0.1)  # the slow request is in the policy now
+    yield
+    assert isinstance(ws.recv(timeout=30), bytes)
+    ws.close()
 
 
 # ---------------------------------------------------------------------------------------------- case 2
