@@ -22,8 +22,10 @@ inputs it reads (:class:`PolicyInputs`; the env is built to match, so a policy t
 looks at one 224x224 camera never pays for rendering a second one), its chunk execution
 defaults (:class:`ChunkExecution`), the scene seed of its reference LIBERO eval
 (``reference_scene_seed``), whether it loads weights (``loads_weights``: only then is a
-quantization config passed, explicitly, as ``quantization=``) and which modules quantization
-must keep in full precision (``quantization_skip``). Explicit config values override them.
+quantization config passed, explicitly, as ``quantization=``), which modules quantization
+must keep in full precision (``quantization_skip``) and whether ``act`` is free of per-env side
+effects (``stateless_act``: the policy server may then retry a failed batch row by row).
+Explicit config values override them.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ interface is served without ``api_key``); with ``api_key`` set, the handshake mu
 ``Authorization: Api-Key <key>`` (openpi's client header), else it is refused with 401.
 Fairness: at most ``max_connections`` established connections (beyond that a handshake is
 refused with HTTP 503 until one leaves) and ``max_connections_per_peer`` from one IP address; a
-connection that sends no request within ``idle_timeout_s`` of its handshake is closed (1008); a
+connection that sends no valid request within ``idle_timeout_s`` of its handshake is closed (1008); a
 handshake must complete within ``handshake_timeout_s``. Only connections that completed the
 handshake (API key accepted) count against the caps, so with an API key an unauthenticated
 socket holds nothing but its TCP socket, and only until ``handshake_timeout_s``.
@@ -398,15 +398,14 @@ class PolicyServer:
             env_id = self._alloc_env_id()
             await self._in_policy_thread(self.policy.reset, env_ids=[env_id])
             await ws.send(wire.packb(self.metadata(env_id)))
-            first = True
+            idle_deadline: float | None = time.monotonic() + o.idle_timeout_s
             while True:
-                if first:  # a connection that never sends a request must not hold a slot
+                if idle_deadline is not None:  # no valid request yet: such a connection must not hold a slot
                     try:
-                        message = await asyncio.wait_for(ws.recv(), o.idle_timeout_s)
+                        message = await asyncio.wait_for(ws.recv(), max(0.0, idle_deadline - time.monotonic()))
                     except asyncio.TimeoutError:
-                        await ws.close(1008, f"no request within idle_timeout_s={o.idle_timeout_s:g}")
+                        await ws.close(1008, f"no valid request within idle_timeout_s={o.idle_timeout_s:g}")
                         break
-                    first = False
                 else:
                     message = await ws.recv()
                 t0 = time.perf_counter()
@@ -432,7 +431,7 @@ class PolicyServer:
                             self._in_flight -= 1
                         await ws.send(wire.packb({"reset": True, "env_id": env_id, "request_id": request_id}))
                         self._connections[ws] = time.perf_counter()
-                        errors = 0
+                        errors, idle_deadline = 0, None
                         continue
                     obs = self.format.convert(msg, self.policy.inputs, o.openpi_image_size)
                 except WireError as e:
@@ -442,7 +441,7 @@ class PolicyServer:
                         await ws.close(1008, "too many invalid requests")
                         break
                     continue
-                errors = 0
+                errors, idle_deadline = 0, None
                 self._connections[ws] = t0  # only valid requests make a client one the batcher waits for
                 decode_ms = 1e3 * (time.perf_counter() - t0)
                 self._in_flight += 1

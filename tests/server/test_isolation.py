@@ -275,10 +275,12 @@ def test_idle_timeout_frees_slots_and_a_full_server_answers_503():
         with pytest.raises(InvalidStatus) as full:  # the documented failure mode of max_connections
             connect_from(server.port, "127.0.0.1")
         assert full.value.response.status_code == 503
-        for ws in idle:  # closed by the server once idle_timeout_s passed without a request
-            ws.recv(timeout=10)  # metadata
+        idle[0].recv(timeout=10)  # metadata
+        assert ask(idle[0], b"junk").startswith("Invalid request")  # invalid requests do not count as activity
+        for ws in idle:  # closed by the server once idle_timeout_s passed without a valid request
             with pytest.raises(ConnectionClosed) as closed:
-                ws.recv(timeout=5)
+                while True:  # metadata (not yet read by the last three), then the close
+                    ws.recv(timeout=5)
             assert closed.value.rcvd.code == 1008
         with connect_from(server.port, "127.0.0.1") as ws:
             ws.recv(timeout=10)
@@ -424,3 +426,20 @@ def test_hostile_client_never_affects_three_others(family, request):
             # all: with prompts of different lengths OFT's own batched rows differ from B = 1 by <= 7.3e-3
             # (measured in-process on this tiny checkpoint; reported, not the server's doing)
             np.testing.assert_allclose(attacked[i][k], solo[i][k], rtol=0, atol=1e-6 if family == "pi0" else 0)
+
+
+# ---------------------------------------------------------------------------------------------- the flag
+def test_stateless_act_is_declared_only_where_act_has_no_per_env_state(tiny_oft, tiny_pi0):
+    """``stateless_act`` is what lets the server retry a failed batch row by row: it must be true only
+    where a repeated ``act`` on the same env gives the same chunk (no RNG, cursor or plan advanced)."""
+    obs = {**zeros_obs(256), "state": np.zeros(8, np.float32)}
+    for policy, stateless in ((tiny_oft, True), (tiny_pi0, False), (RandomPolicy(chunk_size=2), False)):
+        policy.reset(env_ids=[0], seeds=[3])
+        first, again = (policy.act([{**obs, "images": {c: obs["images"][c] for c in policy.inputs.cameras}}],
+                                   env_ids=[0]).actions for _ in range(2))
+        assert policy.stateless_act is stateless and np.array_equal(first, again) is stateless, type(policy).__name__
+    from vla_gym.policies.openvla.policy import OpenVLAFamilyPolicy
+    from vla_gym.policies.replay import ReplayPolicy
+
+    assert OpenVLAFamilyPolicy.stateless_act and not ReplayPolicy.stateless_act
+    assert not ScriptedPickPlacePolicy.stateless_act and not RemotePolicy.stateless_act
