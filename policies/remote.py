@@ -17,6 +17,9 @@ once), read the metadata frame, then one binary msgpack request per observation 
   reply can never be read) and the next call reconnects. A connection dropped by the server is
   re-established and the request sent once more. Policy state on the server does not survive a
   reconnect (the new connection starts a fresh episode for that env).
+- A ``"Retryable error ..."`` reply (a request batched with ours made the server's policy fail;
+  ours was not answered, the connection stays open) is retried once on the same connection; a
+  second one, or any other error text, raises ``RuntimeError`` quoting the server's error id.
 - ``ActionChunk.info``: ``timing_ms`` (``preprocess`` = encoding, ``model`` = the served
   policy's ``act``, ``server`` = the rest of the server's time (decode, validation, batching
   window), ``network`` = round trip minus server time, ``postprocess`` = decoding), plus the
@@ -50,6 +53,10 @@ log = logging.getLogger("vla_gym.policies.remote")
 CLIENT_LIMITS = wire.Limits(max_message_bytes=64 * 2**20, max_array_elements=2**24, max_total_elements=2**25,
                             max_depth=16, max_str_len=2**20, max_container_len=2**16)
 """What the client accepts from a server (generous: it chose to trust that server, but never pickle)."""
+
+
+class RetryableServerError(RuntimeError):
+    """The server did not answer this request because another client's request failed the batch."""
 
 
 @dataclass
@@ -87,6 +94,8 @@ class RemotePolicy(Policy):
         self.recv_timeout_s = float(recv_timeout_s)
         self.stale_replies_dropped = 0
         self.reconnects = 0
+        self.retries = 0
+        """Requests sent once more after a retryable server error."""
         self._conns: dict[int, _Connection] = {}
         first = self._connect()
         self._conns[0] = first
@@ -184,6 +193,8 @@ class RemotePolicy(Policy):
                 raise TimeoutError(f"no reply from {self.uri} within {self.recv_timeout_s:g} s "
                                    "(connection dropped; the next call reconnects)") from None
             if isinstance(frame, str):
+                if frame.startswith(wire.RETRYABLE_ERROR):
+                    raise RetryableServerError(f"Error in inference server:\n{frame}")
                 raise RuntimeError(f"Error in inference server:\n{frame}")
             reply = wire.unpackb(frame, CLIENT_LIMITS)
             if not isinstance(reply, dict):
@@ -195,11 +206,13 @@ class RemotePolicy(Policy):
             return reply
 
     def _exchange(self, items: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Send every (env id, message), then read each reply; a dropped connection is redone once."""
+        """Send every (env id, message), then read each reply; a dropped connection or a retryable
+        error is redone once (retries are sent together, so the server may batch them again)."""
         from websockets.exceptions import ConnectionClosed
 
         rids: dict[int, int | None] = {}
         failed: set[int] = set()
+        retry: set[int] = set()
         for env_id, msg in items:
             try:
                 rids[env_id] = self._send(env_id, msg)
@@ -213,12 +226,20 @@ class RemotePolicy(Policy):
                 replies[env_id] = self._recv(env_id, rids[env_id])
             except ConnectionClosed:
                 failed.add(env_id)
+            except RetryableServerError as e:
+                log.warning("env %d: %s; sending the request once more", env_id, str(e).splitlines()[-1][:200])
+                retry.add(env_id)
         for env_id, msg in items:
             if env_id in failed:
                 log.warning("connection of env %d to %s dropped; reconnecting", env_id, self.uri)
                 self._drop(env_id)
                 self.reconnects += 1
-                replies[env_id] = self._recv(env_id, self._send(env_id, msg))
+            if env_id in failed or env_id in retry:
+                rids[env_id] = self._send(env_id, msg)
+        for env_id, _ in items:
+            if env_id in failed or env_id in retry:
+                replies[env_id] = self._recv(env_id, rids[env_id])
+        self.retries += len(retry)
         return [replies[env_id] for env_id, _ in items]
 
     # ------------------------------------------------------------------ Policy API

@@ -22,8 +22,10 @@ inputs it reads (:class:`PolicyInputs`; the env is built to match, so a policy t
 looks at one 224x224 camera never pays for rendering a second one), its chunk execution
 defaults (:class:`ChunkExecution`), the scene seed of its reference LIBERO eval
 (``reference_scene_seed``), whether it loads weights (``loads_weights``: only then is a
-quantization config passed, explicitly, as ``quantization=``) and which modules quantization
-must keep in full precision (``quantization_skip``). Explicit config values override them.
+quantization config passed, explicitly, as ``quantization=``), which modules quantization
+must keep in full precision (``quantization_skip``) and whether ``act`` is free of per-env side
+effects (``stateless_act``: the policy server may then retry a failed batch row by row).
+Explicit config values override them.
 """
 
 from __future__ import annotations
@@ -144,6 +146,12 @@ class Policy(abc.ABC):
     share one ``act`` call: None = until they all reply (lockstep batching, what a GPU model wants);
     0 = never (cheap policies: a shared call saves nothing, and waiting makes every env as slow as
     the slowest)."""
+    stateless_act: bool = False
+    """True only when ``act`` has no per-env side effects (no RNG, history or replay cursor advanced
+    per env, nothing changed when it raises) and each row depends on its own observation alone. A
+    batch that raised may then be retried row by row without changing any env's result: the policy
+    server does that to isolate the row at fault. False (the safe default) for any policy with
+    per-env state: the server then answers a failed batch's other rows with a retryable error."""
 
     def reset(self, env_ids: Sequence[int] | None = None,  # noqa: B027 - optional hook
               seeds: Sequence[int | None] | None = None) -> None:

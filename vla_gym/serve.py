@@ -14,12 +14,21 @@ binary frame from the client is an observation answered by
 clients: a request may carry ``request_id`` (echoed in the reply, so a client can drop stale
 replies) and ``{"reset": true, "seed": s}`` resets that connection's env in the policy.
 
-Errors: a malformed or invalid request (bad msgpack, disallowed dtype, wrong keys or shapes)
-is answered with a text frame ``"Invalid request: ..."`` and the connection stays open (after
-``max_errors_per_connection`` consecutive ones it is closed with 1008); an exception inside
-the policy is answered, as openpi does, with the traceback as a text frame, then close code
-1011. Requests are decoded and validated (see :mod:`vla_gym.wire`) before anything is
-allocated or the policy is called.
+Errors: a malformed or invalid request (bad msgpack, disallowed dtype, unknown, missing or
+wrong keys, shapes, or values out of range after the cast to the dtype the policy receives) is
+answered with a text frame ``"Invalid request: ..."`` and the connection stays open (after
+``max_errors_per_connection`` consecutive ones it is closed with 1008). Requests are decoded and
+validated completely (see :mod:`vla_gym.wire`) before anything is allocated, before they join a
+batch and before the policy is called.
+
+Isolation: if a batched ``act`` still raises, no client ever sees another client's data: the
+traceback goes to the server log only, under an error id, and clients get text frames that quote
+the id. For a policy that declares ``stateless_act`` the rows are retried alone: the rows that
+succeed are answered normally, and only a row that fails alone gets ``"Policy error (error id
+...)"`` followed by close 1011 (openpi's code for a policy failure). Otherwise (per-env state: a
+retry could skip a row's RNG draw or replay step) a request that failed alone gets that, and every
+request of a failed batch of several gets ``"Retryable error (error id ...)"``: its connection
+stays open and it may be sent again (``policy=remote`` does so once).
 
 Batching: each connection is one env (its own env id, reset on connect), and requests that
 arrive within ``batch_window_ms`` of the first pending one, up to ``max_batch``, are answered
@@ -29,6 +38,12 @@ connected client has a request pending, so one client alone never waits for the 
 Security: binds 127.0.0.1 unless ``host=`` says otherwise (a warning is logged when another
 interface is served without ``api_key``); with ``api_key`` set, the handshake must carry
 ``Authorization: Api-Key <key>`` (openpi's client header), else it is refused with 401.
+Fairness: at most ``max_connections`` established connections (beyond that a handshake is
+refused with HTTP 503 until one leaves) and ``max_connections_per_peer`` from one IP address; a
+connection that sends no valid request within ``idle_timeout_s`` of its handshake is closed (1008); a
+handshake must complete within ``handshake_timeout_s``. Only connections that completed the
+handshake (API key accepted) count against the caps, so with an API key an unauthenticated
+socket holds nothing but its TCP socket, and only until ``handshake_timeout_s``.
 SIGTERM/SIGINT: stop accepting, let in-flight requests finish, close clients with 1001.
 """
 
@@ -41,7 +56,8 @@ import signal
 import sys
 import threading
 import time
-import traceback
+import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -59,8 +75,8 @@ log = logging.getLogger("vla_gym.serve")
 PROTOCOL_VERSION = 1
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ACTIVE_S = 1.0
-"""A connection counts as an active client (one the batcher waits for) this long after its last request."""
-ERROR_CLOSE_REASON = "Internal server error. Traceback included in previous frame."
+"""A connection counts as an active client (one the batcher waits for) this long after its last valid
+request or reply (invalid requests never make a client one that others wait for)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,9 @@ class ServerOptions:
     max_batch: int = 8
     max_requests_per_s: float = 1000.0
     max_connections: int = 64
+    max_connections_per_peer: int = 32
+    idle_timeout_s: float = 10.0
+    handshake_timeout_s: float = 10.0
     max_errors_per_connection: int = 100
     shutdown_grace_s: float = 10.0
     limits: wire.Limits = field(default_factory=wire.Limits)
@@ -86,6 +105,12 @@ class ServerOptions:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.batch_window_ms < 0:
             raise ValueError(f"batch_window_ms must be >= 0, got {self.batch_window_ms}")
+        for name in ("max_connections", "max_connections_per_peer"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("idle_timeout_s", "handshake_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
 
 
 def bind_warning(host: str, api_key: str | None) -> str | None:
@@ -113,6 +138,43 @@ class _Pending:
     obs: Observation
     future: asyncio.Future
     t_enqueued: float
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One request's outcome of a batched ``act``: its chunk, or which error its client gets."""
+
+    actions: np.ndarray | None
+    info: dict
+    act_ms: float
+    error: str | None = None
+    """None, ``"fault"`` (the policy raised on this row alone) or ``"retryable"`` (a batch with it failed)."""
+    error_id: str = ""
+    error_type: str = ""
+
+
+class PolicyFailed(Exception):
+    """The policy raised on this client's request; the client gets only :attr:`text` (no traceback)."""
+
+    def __init__(self, row: _Row) -> None:
+        super().__init__(row.error_id)
+        self.row = row
+
+    @property
+    def retryable(self) -> bool:
+        return self.row.error == "retryable"
+
+    @property
+    def text(self) -> str:
+        if self.retryable:
+            return (f"{wire.RETRYABLE_ERROR} (error id {self.row.error_id}): the policy failed on a batch that held "
+                    "your request and another client's; yours was not answered and may be sent again")
+        return (f"{wire.POLICY_ERROR} (error id {self.row.error_id}): the policy raised {self.row.error_type} on "
+                "this request; quote the error id to the server's operator (the traceback is in its log)")
+
+
+def _error_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 class _TokenBucket:
@@ -159,6 +221,7 @@ class PolicyServer:
         self._free_ids: list[int] = []
         self._next_id = 0
         self._connections: dict[Any, float] = {}  # connection -> time of its last request
+        self._peers: Counter[str] = Counter()  # peer IP -> established connections
         self._pending: list[_Pending] = []
         self._running: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
@@ -191,6 +254,8 @@ class PolicyServer:
             "env_id": env_id,
             "features": ["request_id", "reset"],
             "limits": asdict(o.limits),
+            "connections": {"max": o.max_connections, "max_per_peer": o.max_connections_per_peer,
+                            "idle_timeout_s": o.idle_timeout_s, "handshake_timeout_s": o.handshake_timeout_s},
             "batching": {"window_ms": o.batch_window_ms, "max_batch": o.max_batch},
         })
 
@@ -199,23 +264,41 @@ class PolicyServer:
         assert self._loop is not None
         return await self._loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
-    def _act(self, batch: list[_Pending]) -> list[tuple[np.ndarray | None, dict, BaseException | None, float]]:
-        """One batched act (in the policy thread).
-
-        If it raises, every request of the batch gets the error (traceback, then 1011): rows are
-        not retried one by one, because a policy with per-env state (a replay cursor, an RNG)
-        may already have advanced some rows, and a retry would silently skip their actions.
-        """
+    def _act(self, batch: list[_Pending]) -> list[_Row]:
+        """One batched act (in the policy thread); a failure is isolated as the module docstring says."""
         t0 = time.perf_counter()
         try:
-            result = self.policy.act([p.obs for p in batch], env_ids=[p.env_id for p in batch])
-            if result.batch_size != len(batch):
-                raise ValueError(f"policy returned {result.batch_size} chunks for {len(batch)} observations")
-        except Exception as e:  # noqa: BLE001 - reported to the client(s)
-            return [(None, {}, e, 1e3 * (time.perf_counter() - t0))] * len(batch)
+            rows = self._act_rows(batch)
+            self.batch_sizes.append(len(batch))
+            return rows
+        except Exception as e:  # noqa: BLE001 - logged with its traceback; clients get the error id only
+            error_id = _error_id()
+            log.exception("policy error %s: act on env ids %s raised", error_id, [p.env_id for p in batch])
+            failed = _Row(None, {}, 1e3 * (time.perf_counter() - t0), "fault", error_id, type(e).__name__)
+        if len(batch) == 1:
+            return [failed]
+        if not self.policy.stateless_act:
+            return [_Row(None, {}, failed.act_ms, "retryable", failed.error_id)] * len(batch)
+        out = []
+        for p in batch:  # no per-env state: each row alone gives exactly what it would have in the batch
+            t1 = time.perf_counter()
+            try:
+                out.extend(self._act_rows([p]))
+                self.batch_sizes.append(1)
+            except Exception as e:  # noqa: BLE001 - this row is at fault
+                error_id = _error_id()
+                log.exception("policy error %s: act on env id %d alone raised (retry of batch error %s)",
+                              error_id, p.env_id, failed.error_id)
+                out.append(_Row(None, {}, 1e3 * (time.perf_counter() - t1), "fault", error_id, type(e).__name__))
+        return out
+
+    def _act_rows(self, batch: list[_Pending]) -> list[_Row]:
+        t0 = time.perf_counter()
+        result = self.policy.act([p.obs for p in batch], env_ids=[p.env_id for p in batch])
+        if result.batch_size != len(batch):
+            raise ValueError(f"policy returned {result.batch_size} chunks for {len(batch)} observations")
         ms = 1e3 * (time.perf_counter() - t0)
-        self.batch_sizes.append(len(batch))
-        return [(result.actions[i], result.info, None, ms) for i in range(len(batch))]
+        return [_Row(result.actions[i], result.info, ms) for i in range(len(batch))]
 
     async def _batcher(self) -> None:
         assert self._wakeup is not None
@@ -245,7 +328,7 @@ class PolicyServer:
             free_since = time.perf_counter()
             for p, row in zip(batch, rows):
                 if not p.future.done():
-                    p.future.set_result((*row, len(batch)))
+                    p.future.set_result((row, len(batch)))
 
     def _active_clients(self) -> int:
         """Connections that sent a request in the last :data:`ACTIVE_S` (idle ones never hold a batch back)."""
@@ -258,10 +341,10 @@ class PolicyServer:
         t = time.perf_counter()
         self._pending.append(_Pending(env_id, obs, fut, t))
         self._wakeup.set()
-        actions, info, error, act_ms, batch = await fut
-        if error is not None:
-            raise error
-        return actions, info, act_ms, batch, 1e3 * (time.perf_counter() - t)
+        row, batch = await fut
+        if row.error is not None:
+            raise PolicyFailed(row)
+        return row.actions, row.info, row.act_ms, batch, 1e3 * (time.perf_counter() - t)
 
     # ------------------------------------------------------------------ connections
     def _alloc_env_id(self) -> int:
@@ -282,6 +365,16 @@ class PolicyServer:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down\n")
         if len(self._connections) >= self.options.max_connections:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        if self._peers[_peer(connection)] >= self.options.max_connections_per_peer:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections from this address\n")
+        return None
+
+    def _over_cap(self, peer: str) -> str | None:
+        """Why an established connection must leave again (handshakes that raced past the check), or None."""
+        if len(self._connections) > self.options.max_connections:
+            return "too many connections"
+        if self._peers[peer] > self.options.max_connections_per_peer:
+            return "too many connections from this address"
         return None
 
     async def _handler(self, ws: Any) -> None:
@@ -289,18 +382,33 @@ class PolicyServer:
 
         from vla_gym.wire import WireError
 
-        env_id = self._alloc_env_id()
+        peer = _peer(ws)
         self._connections[ws] = 0.0
+        self._peers[peer] += 1
+        env_id: int | None = None
         o = self.options
         bucket = _TokenBucket(o.max_requests_per_s)
         errors = 0
         prev_total_ms: float | None = None
         try:
+            refused = self._over_cap(peer)
+            if refused:
+                await ws.close(1013, refused)  # "try again later"
+                return
+            env_id = self._alloc_env_id()
             await self._in_policy_thread(self.policy.reset, env_ids=[env_id])
             await ws.send(wire.packb(self.metadata(env_id)))
-            async for message in ws:
+            idle_deadline: float | None = time.monotonic() + o.idle_timeout_s
+            while True:
+                if idle_deadline is not None:  # no valid request yet: such a connection must not hold a slot
+                    try:
+                        message = await asyncio.wait_for(ws.recv(), max(0.0, idle_deadline - time.monotonic()))
+                    except asyncio.TimeoutError:
+                        await ws.close(1008, f"no valid request within idle_timeout_s={o.idle_timeout_s:g}")
+                        break
+                else:
+                    message = await ws.recv()
                 t0 = time.perf_counter()
-                self._connections[ws] = t0
                 if self.draining:
                     await ws.send("Invalid request: server shutting down")
                     break
@@ -322,7 +430,8 @@ class PolicyServer:
                         finally:
                             self._in_flight -= 1
                         await ws.send(wire.packb({"reset": True, "env_id": env_id, "request_id": request_id}))
-                        errors = 0
+                        self._connections[ws] = time.perf_counter()
+                        errors, idle_deadline = 0, None
                         continue
                     obs = self.format.convert(msg, self.policy.inputs, o.openpi_image_size)
                 except WireError as e:
@@ -332,7 +441,8 @@ class PolicyServer:
                         await ws.close(1008, "too many invalid requests")
                         break
                     continue
-                errors = 0
+                errors, idle_deadline = 0, None
+                self._connections[ws] = t0  # only valid requests make a client one the batcher waits for
                 decode_ms = 1e3 * (time.perf_counter() - t0)
                 self._in_flight += 1
                 try:
@@ -350,12 +460,12 @@ class PolicyServer:
                         timing["prev_total_ms"] = prev_total_ms
                     reply["server_timing"] = timing
                     await ws.send(wire.packb(reply))
-                except ConnectionClosed:
-                    raise
-                except Exception:  # noqa: BLE001 - openpi semantics: traceback, then 1011
-                    log.exception("policy error (env %d)", env_id)
-                    await ws.send(traceback.format_exc())
-                    await ws.close(1011, ERROR_CLOSE_REASON)
+                    self._connections[ws] = time.perf_counter()  # just answered: likely to ask again soon
+                except PolicyFailed as failed:
+                    await ws.send(failed.text)  # the error id only: the traceback is in the server log
+                    if failed.retryable:
+                        continue
+                    await ws.close(1011, f"policy error {failed.row.error_id}")
                     break
                 finally:
                     self._in_flight -= 1
@@ -364,8 +474,12 @@ class PolicyServer:
             pass
         finally:
             self._connections.pop(ws, None)
-            self._free_ids.append(env_id)
-            self._free_ids.sort()
+            self._peers[peer] -= 1
+            if self._peers[peer] <= 0:
+                del self._peers[peer]
+            if env_id is not None:
+                self._free_ids.append(env_id)
+                self._free_ids.sort()
 
     @staticmethod
     def _check_reset(msg: dict) -> int | None:
@@ -396,7 +510,8 @@ class PolicyServer:
         if warning:
             log.warning(warning)
         async with serve(self._handler, o.host, o.port, compression=None, max_size=o.limits.max_message_bytes,
-                         max_queue=2, process_request=self._process_request) as server:
+                         max_queue=2, process_request=self._process_request,
+                         open_timeout=o.handshake_timeout_s) as server:
             self.address = server.sockets[0].getsockname()[:2]
             self.port = int(self.address[1])
             batcher = asyncio.create_task(self._batcher())
@@ -418,6 +533,12 @@ class PolicyServer:
                 await ws.close(1001, "server shutting down")
             await server.wait_closed()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _peer(connection: Any) -> str:
+    """The peer's IP address (connections are capped per address, not per port)."""
+    address = connection.remote_address
+    return str(address[0]) if address else "?"
 
 
 @contextmanager

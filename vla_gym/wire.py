@@ -38,7 +38,22 @@ ALLOWED_DTYPES = frozenset({"|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u
 _SCALAR_KINDS = {"b": (bool,), "u": (int,), "i": (int,), "f": (float, int)}
 MAX_NDIM = 8
 RESERVED_KEYS = ("request_id",)
-"""Request keys any mapping tolerates: ``request_id`` is echoed in the reply (stale-reply detection)."""
+"""Request keys any mapping tolerates: ``request_id`` is echoed in the reply (stale-reply detection).
+No other extra key is ignored: openpi's LIBERO client (``examples/libero/main.py``) sends exactly
+the four ``openpi_libero`` keys and openpi-client's ``WebsocketClientPolicy.infer`` adds none."""
+KNOWN_CAMERAS = ("agentview", "wrist")
+"""Camera names a request may carry (the env contract's cameras)."""
+STATE_BOUND = 10.0
+"""Largest ``|x|`` of any ``state`` / ``joint_pos`` / privileged pose entry, checked AFTER the cast to
+float32: metres within 10 m of the world origin (``envs.base.WORLD_BOUND_M``), axis-angles and joint
+angles within 2 pi. A finite float64 such as 1e300 becomes inf in float32, and 3e38 is finite in
+float32 but overflows the policies' normalisation; both are refused here, before a batch is formed."""
+INSTRUCTION_MAX_LENGTH = 512
+RETRYABLE_ERROR = "Retryable error"
+"""Prefix of the text frame a client gets when a request batched with its own made the policy fail:
+its request was not answered and may be sent again on the same (still open) connection."""
+POLICY_ERROR = "Policy error"
+"""Prefix of the text frame a client gets when the policy raised on its own request (then close 1011)."""
 
 
 class WireError(ValueError):
@@ -186,7 +201,7 @@ def _check_array(value: Any, key: str, *, kinds: str, shape: tuple[int | None, .
     return value
 
 
-def _check_str(value: Any, key: str, max_len: int = 512) -> str:
+def _check_str(value: Any, key: str, max_len: int = INSTRUCTION_MAX_LENGTH) -> str:
     if not isinstance(value, str) or len(value) > max_len:
         raise WireError(f"{key!r} must be a string of at most {max_len} characters")
     return value
@@ -204,39 +219,105 @@ def _check_keys(msg: Any, required: set[str], optional: set[str]) -> dict:
     return msg
 
 
+def _bounded(value: Any, key: str, shape: tuple[int, ...], bound: float | np.ndarray = STATE_BOUND) -> np.ndarray:
+    """A float array cast to the float32 the policy receives, then checked finite and within ``bound``."""
+    arr = _check_array(value, key, kinds="f", shape=shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(np.float32)  # the cast first: a finite float64 may overflow here
+    if not np.all(np.isfinite(out)):
+        raise WireError(f"{key!r} has values that are not finite as float32")
+    if np.any(np.abs(out) > bound):
+        raise WireError(f"{key!r} has values outside [-bound, bound] (bound {np.max(bound):g}) after the cast "
+                        "to float32")
+    return out
+
+
+def _image(value: Any, key: str, size: int) -> np.ndarray:
+    img = _check_array(value, key, kinds="u", shape=(size, size, 3))
+    if img.dtype != np.uint8:
+        raise WireError(f"{key!r} must be uint8, got {img.dtype}")
+    return img
+
+
 def _state(value: Any, key: str) -> np.ndarray:
-    arr = _check_array(value, key, kinds="f", shape=(8,))
-    if not np.all(np.isfinite(arr)):
-        raise WireError(f"{key!r} has non-finite values")
-    return arr.astype(np.float32)
+    return _bounded(value, key, (8,))
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_POSE_BOUND = np.array([STATE_BOUND] * 3 + [1.0 + 1e-6] * 4, dtype=np.float32)  # quaternion: unit, plus fp32 rounding
+PRIVILEGED_SCHEMA = (
+    "privileged = {'goal': str (<= 512 printable ASCII; predicates 'lift X' | 'on X Y' | 'in X Y' separated "
+    "by ';', every X, Y a key of boxes), 'poses': {name: float (7,) [xyz within 10 m, unit quaternion]}, "
+    "'boxes': {name: float (6,) world AABB [lo xyz, hi xyz], lo <= hi, within 10 m}}; poses and boxes have "
+    "the same names (1-64 chars of [A-Za-z0-9_.-])"
+)
+"""The privileged map an env built with ``privileged=True`` produces (``envs.base``) and the scripted
+expert reads (``policies.scripted``); requests are checked against it entry by entry."""
+
+
+def _privileged(value: Any) -> dict[str, Any]:
+    """The ``privileged`` map validated against :data:`PRIVILEGED_SCHEMA` (cast to float32)."""
+    from vla_gym.envs.contract import INSTRUCTION_CHARSET
+
+    if not isinstance(value, dict) or set(value) != {"goal", "poses", "boxes"}:
+        got = sorted(map(str, value))[:8] if isinstance(value, dict) else type(value).__name__
+        raise WireError(f"'privileged' must be a map with exactly goal, poses, boxes (got {got}); {PRIVILEGED_SCHEMA}")
+    goal = _check_str(value["goal"], "privileged/goal")
+    if set(goal) - set(INSTRUCTION_CHARSET):
+        raise WireError("'privileged/goal' must be printable ASCII")
+    out: dict[str, Any] = {"goal": goal}
+    for part, shape, bound in (("poses", (7,), _POSE_BOUND), ("boxes", (6,), STATE_BOUND)):
+        entries = value[part]
+        if not isinstance(entries, dict):
+            raise WireError(f"'privileged/{part}' must be a map name -> float array; {PRIVILEGED_SCHEMA}")
+        for name in entries:
+            if not isinstance(name, str) or not _NAME_RE.match(name):
+                raise WireError(f"'privileged/{part}' names must be 1-64 chars of [A-Za-z0-9_.-]")
+        out[part] = {n: _bounded(v, f"privileged/{part}/{n}", shape, bound) for n, v in entries.items()}
+    if set(out["poses"]) != set(out["boxes"]):
+        raise WireError("'privileged/poses' and 'privileged/boxes' must name the same objects")
+    for name, box in out["boxes"].items():
+        if np.any(box[:3] > box[3:]):
+            raise WireError(f"'privileged/boxes/{name}' must be [lo xyz, hi xyz] with lo <= hi")
+    for pred in (p.split() for p in goal.split(";") if p.strip()):
+        if not ((pred[0] == "lift" and len(pred) == 2) or (pred[0] in ("on", "in") and len(pred) == 3)):
+            raise WireError(f"'privileged/goal' predicate {' '.join(pred)[:64]!r} is not 'lift X', 'on X Y' or 'in X Y'")
+        missing = [n for n in pred[1:] if n not in out["boxes"]]
+        if missing:
+            raise WireError(f"'privileged/goal' names {missing[:4]} that have no entry in 'privileged/boxes'")
+    return out
+
+
+VLA_GYM_KEYS = ("instruction", "images", "state", "joint_pos", "privileged")
+"""Every key of the ``vla_gym`` format; each one present is validated, whether the policy reads it or not."""
 
 
 def _from_vla_gym(msg: Any, inputs: PolicyInputs, image_size: int) -> Observation:
-    """vla_gym's own observation: ``images`` {camera: uint8 (S, S, 3) upright}, ``instruction``, ``state``."""
+    """vla_gym's own observation: ``images`` {camera: uint8 (S, S, 3) upright}, ``instruction``, ``state``,
+    ``joint_pos``, ``privileged``. Required: what the policy reads; every key present is validated."""
     required = {"instruction"} | ({"images"} if inputs.cameras else set()) | ({"state"} if inputs.uses_state else set())
     if inputs.uses_privileged:
         required.add("privileged")
-    msg = _check_keys(msg, required, {"images", "state", "joint_pos"})
+    msg = _check_keys(msg, required, set(VLA_GYM_KEYS))
     obs: Observation = {"instruction": _check_str(msg["instruction"], "instruction")}
-    if inputs.cameras:
+    if "images" in msg:
         images = msg["images"]
-        if not isinstance(images, dict) or set(images) != set(inputs.cameras):
-            got = sorted(images) if isinstance(images, dict) else type(images).__name__
-            raise WireError(f"'images' must hold exactly the cameras {list(inputs.cameras)}, got {got}")
-        s = inputs.image_size
-        obs["images"] = {c: _check_array(images[c], f"images/{c}", kinds="u", shape=(s, s, 3)) for c in inputs.cameras}
-        for c, img in obs["images"].items():
-            if img.dtype != np.uint8:
-                raise WireError(f"'images/{c}' must be uint8, got {img.dtype}")
-            obs["images"][c] = img.copy()  # writable, as the env's own arrays (decoded ones are read-only views)
+        if (not isinstance(images, dict) or not set(inputs.cameras) <= set(images)
+                or not set(images) <= set(KNOWN_CAMERAS)):
+            got = sorted(map(str, images))[:8] if isinstance(images, dict) else type(images).__name__
+            raise WireError(f"'images' must be a map holding the cameras {list(inputs.cameras)} (and optionally "
+                            f"others of {list(KNOWN_CAMERAS)}), got {got}")
+        checked = {c: _image(img, f"images/{c}", inputs.image_size) for c, img in images.items()}
+        if inputs.cameras:  # writable copies, as the env's own arrays (decoded ones are read-only views)
+            obs["images"] = {c: checked[c].copy() for c in inputs.cameras}
     if "state" in msg:
         obs["state"] = _state(msg["state"], "state")
     if "joint_pos" in msg:
-        obs["joint_pos"] = _check_array(msg["joint_pos"], "joint_pos", kinds="f", shape=(7,)).astype(np.float32)
-    if inputs.uses_privileged:
-        if not isinstance(msg["privileged"], dict):
-            raise WireError("'privileged' must be a map")
-        obs["privileged"] = msg["privileged"]
+        obs["joint_pos"] = _bounded(msg["joint_pos"], "joint_pos", (7,))
+    if "privileged" in msg:
+        privileged = _privileged(msg["privileged"])
+        if inputs.uses_privileged:
+            obs["privileged"] = privileged
     return obs
 
 
@@ -282,25 +363,21 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), resample=Image.BICUBIC))
 
 
+OPENPI_LIBERO_KEYS = ("observation/image", "observation/wrist_image", "observation/state", "prompt")
+"""Exactly what openpi's LIBERO client sends; all four are required and validated for every policy."""
+
+
 def _from_openpi_libero(msg: Any, inputs: PolicyInputs, image_size: int) -> Observation:
     """openpi's LIBERO client: ``observation/image``, ``observation/wrist_image`` (uint8 224², turned 180°),
     ``observation/state`` (8,), ``prompt``. Images are turned back upright and resized to the policy's size."""
-    required = {"prompt"} | {OPENPI_LIBERO_CAMERAS[c] for c in inputs.cameras}
-    if inputs.uses_state:
-        required.add("observation/state")
-    msg = _check_keys(msg, required, set(OPENPI_LIBERO_CAMERAS.values()) | {"observation/state"})
+    msg = _check_keys(msg, set(OPENPI_LIBERO_KEYS), set())
     obs: Observation = {"instruction": _check_str(msg["prompt"], "prompt")}
-    images = {}
-    for cam in inputs.cameras:
-        key = OPENPI_LIBERO_CAMERAS[cam]
-        img = _check_array(msg[key], key, kinds="u", shape=(image_size, image_size, 3))
-        if img.dtype != np.uint8:
-            raise WireError(f"{key!r} must be uint8, got {img.dtype}")
-        images[cam] = resize_square(openpi_to_upright(img), inputs.image_size)
-    if images:
-        obs["images"] = images
-    if "observation/state" in msg:
-        obs["state"] = _state(msg["observation/state"], "observation/state")
+    sent = {cam: _image(msg[key], key, image_size) for cam, key in OPENPI_LIBERO_CAMERAS.items()}
+    state = _state(msg["observation/state"], "observation/state")
+    if inputs.cameras:
+        obs["images"] = {cam: resize_square(openpi_to_upright(sent[cam]), inputs.image_size) for cam in inputs.cameras}
+    if inputs.uses_state:
+        obs["state"] = state
     return obs
 
 
@@ -325,21 +402,21 @@ class InputFormat:
             raise ValueError(f"input_format={self.name} cannot carry privileged state; use input_format=vla_gym")
 
     def expected(self, inputs: PolicyInputs, image_size: int) -> dict[str, Any]:
-        """Request keys -> dtype/shape, as announced in the server metadata."""
+        """Every request key of this format -> dtype/shape and whether it is required (announced in the metadata)."""
+        state = {"dtype": "<f4|<f8", "shape": [8], "max_abs_after_float32_cast": STATE_BOUND}
         if self.name == "vla_gym":
-            out: dict[str, Any] = {"instruction": {"type": "str"}}
-            for c in inputs.cameras:
-                out[f"images/{c}"] = {"dtype": "|u1", "shape": [inputs.image_size, inputs.image_size, 3]}
-            if inputs.uses_state:
-                out["state"] = {"dtype": "<f4|<f8", "shape": [8]}
-            if inputs.uses_privileged:
-                out["privileged"] = {"type": "map"}
+            out: dict[str, Any] = {"instruction": {"type": "str", "max_len": INSTRUCTION_MAX_LENGTH, "required": True}}
+            for c in KNOWN_CAMERAS:
+                out[f"images/{c}"] = {"dtype": "|u1", "shape": [inputs.image_size, inputs.image_size, 3],
+                                      "required": c in inputs.cameras}
+            out["state"] = {**state, "required": inputs.uses_state}
+            out["joint_pos"] = {**state, "shape": [7], "required": False}
+            out["privileged"] = {"type": "map", "schema": PRIVILEGED_SCHEMA, "required": inputs.uses_privileged}
             return out
-        out = {"prompt": {"type": "str"}}
-        for c in inputs.cameras:
-            out[OPENPI_LIBERO_CAMERAS[c]] = {"dtype": "|u1", "shape": [image_size, image_size, 3]}
-        if inputs.uses_state:
-            out["observation/state"] = {"dtype": "<f4|<f8", "shape": [8]}
+        out = {"prompt": {"type": "str", "max_len": INSTRUCTION_MAX_LENGTH, "required": True}}
+        for key in OPENPI_LIBERO_CAMERAS.values():
+            out[key] = {"dtype": "|u1", "shape": [image_size, image_size, 3], "required": True}
+        out["observation/state"] = {**state, "required": True}
         return out
 
 
@@ -347,15 +424,17 @@ INPUT_FORMATS: dict[str, InputFormat] = {
     "vla_gym": InputFormat(
         "vla_gym",
         "vla_gym observation: images {camera: uint8 (S,S,3) upright, S = policy image_size}, instruction (str), "
-        "state float (8,) [eef pos, axis-angle, 2 finger joints]; passed to the policy unchanged "
-        "(state cast to float32).",
+        "state float (8,) [eef pos, axis-angle, 2 finger joints], joint_pos float (7,), privileged (see "
+        "PRIVILEGED_SCHEMA); what the policy reads is required, every key present is validated (floats cast to "
+        "float32, then finite and |x| <= 10), no other key is accepted.",
         _from_vla_gym,
     ),
     "openpi_libero": InputFormat(
         "openpi_libero",
-        "openpi LIBERO client (examples/libero/main.py): observation/image -> agentview, observation/wrist_image "
+        "openpi LIBERO client (examples/libero/main.py): exactly these four keys, all required and validated for "
+        "every policy: observation/image -> agentview, observation/wrist_image "
         "-> wrist (uint8 (224,224,3), raw frame turned 180 deg and resize_with_pad to 224), observation/state "
-        "float (8,) -> state (float32), prompt -> instruction. Images are mirrored left-right (undoing the 180 deg "
+        "float (8,) -> state (float32, |x| <= 10), prompt -> instruction. Images are mirrored left-right (undoing the 180 deg "
         "turn relative to vla_gym's upright flip) and resized 224 -> policy image_size with PIL bicubic: pixels "
         "are NOT bit-identical to the reference path (the client's 256->224 bilinear resize is lossy).",
         _from_openpi_libero,

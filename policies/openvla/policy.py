@@ -132,6 +132,7 @@ class OpenVLAFamilyPolicy(Policy):
     """Added to ``q99 - q01`` when un-normalising actions (OpenVLA 0; OFT's reference adds 1e-8)."""
     reference_scene_seed = 0  # their LIBERO evals call env.seed(0) once per task
     loads_weights = True
+    stateless_act = True  # act reads only its observations (greedy / L1 head, no RNG, no history)
 
     def __init__(self, model: torch.nn.Module, cfg: OpenVLAConfig, tokenizer: PromptTokenizer,
                  pixels: PixelTransform, *, unnorm_key: str | None, center_crop: bool, gripper: str,

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from vla_gym.policies.random_policy import RandomPolicy
-from vla_gym.policy import ActionChunk, Observation, Policy
+from vla_gym.policy import ActionChunk, Observation, Policy, PolicyInputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,12 +33,16 @@ class SlowRandomPolicy(RandomPolicy):
 
 
 class RecordingPolicy(Policy):
-    """Wraps a policy; records each ``act`` call's env ids and raises on the instruction ``boom``."""
+    """Wraps a policy; records each ``act`` call's env ids, raises on the instruction ``boom`` and
+    sleeps ``SLOW_S`` on the instruction ``slow`` (keeps the policy busy while a test queues a batch)."""
+
+    SLOW_S = 1.0
 
     def __init__(self, inner: Policy) -> None:
         self.inner = inner
         self.inputs = inner.inputs
         self.execution = inner.execution
+        self.stateless_act = getattr(inner, "stateless_act", False)
         self.calls: list[list[int]] = []
         self.resets: list[list[int] | None] = []
         self.lock = threading.Lock()
@@ -49,6 +53,8 @@ class RecordingPolicy(Policy):
         self.inner.reset(env_ids=env_ids, seeds=seeds)
 
     def act(self, observations, env_ids=None) -> ActionChunk:
+        if any(o.get("instruction") == "slow" for o in observations):
+            time.sleep(self.SLOW_S)
         if any(o.get("instruction") == "boom" for o in observations):
             raise RuntimeError("boom requested")
         with self.lock:
@@ -103,3 +109,28 @@ def zeros_obs(size: int, cameras: Sequence[str] = ("agentview", "wrist"), instru
     rng = np.random.default_rng(0)
     return {"images": {c: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for c in cameras},
             "instruction": instruction, "state": np.linspace(-1, 1, 8).astype(np.float32)}
+
+
+class EchoStatePolicy(Policy):
+    """Stateless test policy: every action is ``tanh(state[:7])``, ``chunk_size`` times (declares ``stateless_act``)."""
+
+    stateless_act = True
+
+    def __init__(self, chunk_size: int = 3, size: int = 16) -> None:
+        self.chunk_size = chunk_size
+        self.inputs = PolicyInputs(cameras=("agentview", "wrist"), image_size=size, uses_state=True)
+
+    def act(self, observations, env_ids=None) -> ActionChunk:
+        rows = [np.tile(np.tanh(o["state"][:7]), (self.chunk_size, 1)) for o in observations]
+        return ActionChunk(np.stack(rows).astype(np.float32))
+
+
+def connect_from(port: int, source_ip: str = "127.0.0.1", **kwargs):
+    """A websockets sync client to the loopback server whose socket is bound to ``source_ip``
+    (another 127.0.0.0/8 address is another peer for the per-peer cap; Linux routes all of it to lo)."""
+    import socket
+
+    from websockets.sync.client import connect
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source_ip, 0))
+    return connect(f"ws://127.0.0.1:{port}", sock=sock, compression=None, proxy=None, **kwargs)

@@ -20,18 +20,9 @@ from vla_gym.serve import serve_in_thread  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def oft(tmp_path_factory):
-    """The tiny OFT policy (only the base + OFT checkpoints are written)."""
-    from vla_gym.policies.openvla.make_tiny import norm_stats, write_hf_checkpoint
-    from vla_gym.policies.openvla_oft import OpenVLAOFTPolicy
-    from vla_gym.policies.openvla_oft.make_tiny import write_oft_checkpoint
-
-    out = tmp_path_factory.mktemp("tiny_oft")
-    state = write_hf_checkpoint(out / "openvla", norm_stats("libero_spatial_no_noops", with_proprio=False), 0)
-    write_oft_checkpoint(out / "openvla-oft", base_state=state, seed=1)
-    policy = OpenVLAOFTPolicy.from_pretrained(out / "openvla-oft", device="cpu")
-    policy.act([observation(256, wrist=True)])  # warm-up (JIT of the image kernels)
-    return RecordingPolicy(policy)
+def oft(tiny_oft):
+    """The tiny OFT policy (tests/server/conftest.py), recording its calls."""
+    return RecordingPolicy(tiny_oft)
 
 
 def openpi_libero_request(obs: dict) -> dict:
@@ -57,7 +48,8 @@ def test_openpi_libero_client_metadata_infer_errors(oft):
                                   "uses_privileged": False}
         assert meta["execution"] == {"mode": "open_loop", "replan_steps": 8}
         assert meta["chunk_size"] == 8 and meta["action_dim"] == 7
-        assert meta["input_mapping"]["expects"]["observation/image"] == {"dtype": "|u1", "shape": [224, 224, 3]}
+        assert meta["input_mapping"]["expects"]["observation/image"] == {"dtype": "|u1", "shape": [224, 224, 3],
+                                                                          "required": True}
 
         request = openpi_libero_request(obs)
         reply = client.infer(request)
@@ -78,9 +70,11 @@ def test_openpi_libero_client_metadata_infer_errors(oft):
                 client.infer(bad)
         assert client.infer(request)["actions"].shape == (8, 7)
 
-        # an exception inside the policy: traceback as a text frame, then close code 1011 (openpi semantics)
-        with pytest.raises(RuntimeError, match="boom requested"):
+        # an exception inside the policy: an error id as a text frame (the traceback stays in the server log),
+        # then close code 1011 (openpi's code for a policy failure)
+        with pytest.raises(RuntimeError, match=r"Policy error \(error id [0-9a-f]{12}\)") as failed:
             client.infer({**request, "prompt": "boom"})
+        assert "boom requested" not in str(failed.value) and "Traceback" not in str(failed.value)
         with pytest.raises(ConnectionClosed) as closed:
             client._ws.recv(timeout=5)
         assert closed.value.rcvd.code == 1011
