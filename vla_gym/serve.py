@@ -162,10 +162,12 @@ class PolicyFailed(Exception):
 
     @property
     def retryable(self) -> bool:
+        """Whether the row failed only because a batch it shared failed (the client may resend)."""
         return self.row.error == "retryable"
 
     @property
     def text(self) -> str:
+        """What the client is told: the error id and whether to resend, never a traceback."""
         if self.retryable:
             return (f"{wire.RETRYABLE_ERROR} (error id {self.row.error_id}): the policy failed on a batch that held "
                     "your request and another client's; yours was not answered and may be sent again")
