@@ -27,6 +27,9 @@ EXTERNAL_PATHS = {
     "examples/convert_jax_model_to_pytorch.py",  # openpi
     "scripts/serve_policy.py",  # openpi
     "assets/physical-intelligence/libero/norm_stats.json",  # inside an openpi checkpoint dir
+    "examples/libero/main.py",  # openpi's LIBERO client
+    "lerobot/envs/configs.py", "envs/utils.py", "processor/env_processor.py",  # LeRobot 0.6.1
+    "policies/common/vla_utils.py",  # LeRobot 0.6.1
 }
 # Files a how-to tells the reader to create.
 EXAMPLE_PATHS = {"conf/env/robosuite_wipe.yaml", "conf/policy/go_right.yaml"}

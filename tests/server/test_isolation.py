@@ -191,14 +191,14 @@ def test_vla_gym_format_validates_keys_the_policy_does_not_read():
 
 def test_openpi_libero_loop_of_openpis_own_client_against_the_documented_command(tmp_path):
     """openpi's examples/libero/main.py loop (its preprocessing, request and replan assertion, with
-    openpi-client's own WebsocketClientPolicy and image_tools) against docs/server.md's command."""
+    openpi-client's own WebsocketClientPolicy and image_tools) against docs/reference/wire-protocol.md's command."""
     from openpi_client import image_tools
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
     replan_steps, resize_size = 5, 224  # main.py's Args defaults
-    docs = (ROOT / "docs" / "server.md").read_text()
+    docs = (ROOT / "docs" / "reference" / "wire-protocol.md").read_text()
     command = re.search(r"^python -m vla_gym\.serve (policy=random .*input_format=openpi_libero)$", docs, re.M)
-    assert command, "docs/server.md must show the openpi LIBERO command"
+    assert command, "docs/reference/wire-protocol.md must show the openpi LIBERO command"
     command = command.group(1).split()
     with server_process(tmp_path, command) as (_, port):
         client = WebsocketClientPolicy("127.0.0.1", port)
