@@ -212,7 +212,11 @@ class TinyVLAPolicy(Policy):
     def initial_noise(self, noise: Any, batch: int) -> torch.Tensor:
         """A user's initial DDIM noise checked: (B, chunk_size, action_dim), finite, as float32."""
         shape = (batch, self.cfg.chunk_size, self.cfg.action_dim)
-        arr = np.asarray(noise.detach().cpu() if isinstance(noise, torch.Tensor) else noise)
+        if isinstance(noise, torch.Tensor):
+            if not noise.is_floating_point():
+                raise ValueError("noise must be a finite floating-point array")
+            noise = noise.detach().float().cpu().numpy()  # numpy has no bf16
+        arr = np.asarray(noise)
         if arr.shape != shape:
             raise ValueError(f"noise has shape {arr.shape}; TinyVLA needs (B, chunk_size, action_dim) = {shape}")
         if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():

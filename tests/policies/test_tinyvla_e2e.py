@@ -75,6 +75,12 @@ def test_noise_keyword_is_checked_and_leaves_the_generators_alone(policy, ref):
     policy.reset()
     policy.act([obs], noise=ref["noise_0"])
     np.testing.assert_array_equal(policy.act([obs]).actions, drawn)  # the given noise did not draw
+    import torch
+
+    as_tensor = policy.act([obs], noise=torch.from_numpy(ref["noise_0"])).actions
+    np.testing.assert_array_equal(as_tensor, policy.act([obs], noise=ref["noise_0"]).actions)
+    with pytest.raises(ValueError, match="floating"):
+        policy.act([obs], noise=torch.zeros((1, 8, 7), dtype=torch.long))
     with pytest.raises(ValueError, match="shape"):
         policy.act([obs], noise=np.zeros((1, 4, 7), np.float32))
     with pytest.raises(ValueError, match="finite"):
