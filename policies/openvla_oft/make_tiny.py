@@ -5,14 +5,18 @@
     config.json, model-0000k-of-0000n.safetensors (+ index)   merged VLA weights (base + LoRA)
     tokenizer.json, tokenizer_config.json, special_tokens_map.json, preprocessor_config.json
     dataset_statistics.json                                   action + 8-D proprio q01/q99
-    action_head--150000_checkpoint.pt                         L1 regression head (DDP "module." keys)
-    proprio_projector--150000_checkpoint.pt                   proprio projector (DDP "module." keys)
+    action_head--150000_checkpoint.pt                         L1 regression head (DDP "module." keys), bf16
+    proprio_projector--150000_checkpoint.pt                   proprio projector (DDP "module." keys), fp32
     lora_adapter/adapter_config.json, adapter_model.safetensors  the LoRA (peft) before merging
 
 and a FiLM variant (``openvla-oft-film/``): the same files plus ``vision_backbone--150000_checkpoint.pt``,
 the ``state_dict()`` of the FiLMed, PEFT-wrapped vision backbone as ``finetune.py`` saves it
 (``vla.module.vision_backbone``: no ``module.`` prefix; unmerged ``base_layer``/``lora_A``/``lora_B``
 entries, LoRA rank 32 so ``alpha = min(r, 16)`` scales by 0.5; FiLM ``scale``/``shift`` in float32).
+
+Stored dtypes as ``finetune.py`` saves them: ``init_module(L1RegressionActionHead, ..., to_bf16=True)``
+makes the action head bf16, ``init_module(ProprioProjector, ...)`` leaves the projector fp32, and
+each is saved with ``torch.save(module.state_dict())`` from its DDP wrapper.
 
 Written by :func:`vla_gym.policies.tiny_checkpoints.make_all`.
 """
@@ -90,7 +94,7 @@ def write_oft_checkpoint(out: Path, base_state: dict[str, torch.Tensor], seed: i
     llm_dim = int(config["text_config"]["hidden_size"])
     torch.manual_seed(seed)
     head = L1RegressionActionHead(llm_dim=llm_dim, action_dim=7, num_actions_chunk=8).to(torch.bfloat16)
-    proj = ProprioProjector(llm_dim=llm_dim, proprio_dim=8).to(torch.bfloat16)
+    proj = ProprioProjector(llm_dim=llm_dim, proprio_dim=8)  # fp32, as finetune.py (no to_bf16)
     for module, name in ((head, "action_head"), (proj, "proprio_projector")):
         state = {f"module.{k}": v for k, v in module.state_dict().items()}  # saved from a DDP wrapper
         torch.save(state, out / f"{name}--{STEP}_checkpoint.pt")

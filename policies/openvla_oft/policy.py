@@ -14,6 +14,13 @@ Per call (``prismatic/extern/hf/modeling_prismatic.py`` of moojink/openvla-oft):
    29871 (each position predicts the next token) -> L1 head -> (8, 7) in [-1, 1] ->
    un-normalised with q01/q99 (+1e-8) and mask -> LIBERO gripper post-processing.
 
+Heads: the action head and the proprio projector are built as ``experiments/robot/openvla_utils.py``
+``get_action_head`` / ``get_proprio_projector`` build them -- bf16 modules, then ``load_state_dict``
+-- so weights stored in fp32 (the release's projector: ``finetune.py`` trains it in fp32 and only
+the action head is made bf16, ``to_bf16=True``) are rounded to bf16 as in the eval, then cast to
+the compute dtype. At fp32 this is what keeps the proprio token equal to the reference's
+(docs/fidelity-tinyvla-oft.md).
+
 Batching (v2 API): B observations run as one forward pass. The text part of each row
 (``prompt, action slots, </s>``) is *right*-padded, so every real token keeps the position (and
 RoPE phase) it has in a B = 1 call; the padding is masked out as a key of the bidirectional
@@ -50,6 +57,7 @@ from vla_gym.policies.toolkit.safe_load import load_torch_state_dict
 
 from vla_gym.policy import ChunkExecution, Observation, PolicyInputs
 
+HEAD_LOAD_DTYPE = torch.bfloat16  # openvla_utils.get_action_head / get_proprio_projector build bf16 modules
 PLACEHOLDER_ID = 1  # OFT fills action slots with torch.ones (their embeddings are zeroed anyway)
 STOP_ID = 2  # '</s>'
 
@@ -170,7 +178,7 @@ class OFTModel(nn.Module):
             vision = self.vla.embed_images(pixel_values.to(dtype))
         text = text * (valid & ~is_action).to(text.dtype)[:, :, None]  # action slots (and padding) zeroed
         # Heads and their inputs run in the model's dtype, as the reference runs everything in one
-        # dtype (bf16 releases); an fp32 model keeps fp32 heads (no bf16 island).
+        # dtype (bf16 releases); their weights went through bf16 at load, as the reference's.
         proprio_token = self.proprio_projector(proprio.to(dtype))
         patches = torch.cat([vision, proprio_token[:, None].to(vision.dtype)], dim=1)
         embeds = torch.cat([text[:, :1], patches, text[:, 1:]], dim=1)
@@ -288,21 +296,18 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
             backbone = FiLMedPrismaticVisionBackbone(vla.vision_backbone, cfg.llm_dim, device="meta")
             load_film_backbone(backbone, find_component(path, "vision_backbone"), vla.compute_dtype)
             vla.vision_backbone = backbone
-        head = L1RegressionActionHead(cfg.llm_dim, action_dim=7, num_actions_chunk=num_actions_chunk)
         head_state = load_torch_state_dict(head_file)
-        if "model.fc2.weight" in head_state:
-            head = L1RegressionActionHead(
-                cfg.llm_dim,
-                action_dim=int(head_state["model.fc2.weight"].shape[0]),
-                num_actions_chunk=num_actions_chunk,
-            )
-        load_strict(head, head_state, head_file)
+        action_dim = int(head_state["model.fc2.weight"].shape[0]) if "model.fc2.weight" in head_state else 7
+        head = L1RegressionActionHead(cfg.llm_dim, action_dim=action_dim, num_actions_chunk=num_actions_chunk)
         proj_state = load_torch_state_dict(proj_file)
         proprio_dim = int(proj_state["fc1.weight"].shape[1]) if "fc1.weight" in proj_state else 8
         proj = ProprioProjector(cfg.llm_dim, proprio_dim)
-        load_strict(proj, proj_state, proj_file)
-        head.to(vla.compute_dtype)  # the model's dtype: bf16 for the releases, as the reference
-        proj.to(vla.compute_dtype)
+        for module, state, file in ((head, head_state, head_file), (proj, proj_state, proj_file)):
+            # as get_action_head / get_proprio_projector: a bf16 module, then loaded (the release's fp32
+            # projector is rounded to bf16 there), then run in the compute dtype
+            module.to(HEAD_LOAD_DTYPE)
+            load_strict(module, state, file)
+            module.to(vla.compute_dtype)
         model = OFTModel(vla, head, proj).eval()
         qname = apply_quantization(model, quantization, dev, skip_modules=cls.quantization_skip)
         tokenizer = PromptTokenizer.from_dir(hf_dir)

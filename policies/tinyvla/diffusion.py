@@ -4,13 +4,14 @@
 clip_sample=True, set_alpha_to_one=True, steps_offset=0, prediction_type='epsilon')``,
 ``set_timesteps(10)`` (t = 90, 80, ..., 0), ``step(noise_pred, t, x).prev_sample`` (eta = 0).
 
-The scheduler math runs in float32 whatever the model dtype; only the UNet runs in the model
-dtype (input cast to it, output cast back). The original hands the scheduler samples in the model
-dtype, so each DDIM update is rounded to bf16/fp16. Measured against the original's code
-(tests/policies/test_tinyvla_reference.py, tiny head, max |a - a_fp32| of the normalised chunk):
-the original all-bf16 0.030, a bf16 head with this fp32 scheduler 0.0064, an fp16 head 0.0012 (the
-original cannot run fp16 at all: its bf16 time embedding meets fp16 Linear weights, a dtype error).
-No NaN in any of these runs.
+The original hands the scheduler the samples in the model's dtype (``naction.to(hidden_states.dtype)``;
+``step`` keeps that dtype), so with a bf16 model each DDIM update is rounded to bf16. ``sample_dtype``
+says which dtype the samples live in: the model dtype for ``precision="reference"`` (fp32 weights
+give fp32 samples, exactly the original at fp32), float32 for ``precision="fp32"`` whatever the
+weights. Measured against the original's code (tests/policies/test_tinyvla_reference.py, tiny head,
+max |a - a_fp32| of the normalised chunk): the original all-bf16 0.030, a bf16 head with an fp32
+scheduler 0.0064, an fp16 head 0.0012 (the original cannot run fp16 at all: its bf16 time embedding
+meets fp16 Linear weights, a dtype error). No NaN in any of these runs.
 """
 
 from __future__ import annotations
@@ -34,12 +35,17 @@ def make_scheduler():
 
 @torch.no_grad()
 def denoise(noise_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
-            scheduler=None, steps: int = NUM_INFERENCE_STEPS) -> torch.Tensor:
-    """Run DDIM from ``noise`` (B, T, D) float32; ``noise_fn(x, t)`` predicts epsilon. Returns float32 (B, T, D)."""
+            scheduler=None, steps: int = NUM_INFERENCE_STEPS,
+            sample_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Run DDIM from ``noise`` (B, T, D); ``noise_fn(x, t)`` predicts epsilon.
+
+    Samples and the scheduler's update live in ``sample_dtype`` (see the module docstring).
+    Returns float32 (B, T, D).
+    """
     scheduler = scheduler or make_scheduler()
     scheduler.set_timesteps(steps)
-    x = noise.to(torch.float32)
+    x = noise.to(sample_dtype)
     for t in scheduler.timesteps:
-        eps = noise_fn(x, t).to(torch.float32)
+        eps = noise_fn(x, t).to(sample_dtype)
         x = scheduler.step(model_output=eps, timestep=t, sample=x).prev_sample
-    return x
+    return x.to(torch.float32)

@@ -15,6 +15,14 @@ plus ``policy.model_base`` = the base VLM dir):
 4. The peft adapter (``adapter_model.safetensors`` or ``.bin``) merged: ``W += B A * alpha / r``
    with alpha and r from ``adapter_config.json`` (``merge_and_unload`` of peft).
 
+Precision: every tensor is loaded into a float32 model, as the original's builder does when it
+loads the base with ``torch_dtype=float32`` (the release stores the base VLM in bf16 and
+``non_lora_trainables.bin`` -- the UNet head and the projector -- in fp32; each keeps its exact
+value), the LoRA is merged in float32, and derived buffers (GPT-NeoX's rotary ``inv_freq``) stay
+float32. The original eval's builder passes ``torch_dtype=float16``, which cannot run the
+droid_diffusion head (its bf16 step embedding meets fp16 Linear weights); fp32 is the precision at
+which the original runs. Lower precisions are the ``quantization`` setting, cast after all this.
+
 Unlike ``strict=False``, every key is accounted for: a checkpoint key the model lacks is an error
 unless it is one of :data:`BENIGN_UNEXPECTED`, and a model weight that no file provides is an error.
 
@@ -157,7 +165,7 @@ def merge_adapter(state: dict[str, torch.Tensor], ckpt: Path, report: LoadReport
     missing = [layer for layer in layers if f"{layer}.weight" not in state]
     if missing:
         raise CheckpointError(f"{file}: LoRA targets {missing[:5]} are not layers of the model")
-    staged = {f"{layer}{BASE}weight": state[f"{layer}.weight"] for layer in layers}
+    staged = {f"{layer}{BASE}weight": state[f"{layer}.weight"].float() for layer in layers}  # merge in fp32
     staged.update(lora)
     merged = merge_lora_state(staged, scaling, str(file))
     report.lora_layers = len(layers)
@@ -177,8 +185,7 @@ def _finish(model: LlavaPythia, state: dict[str, torch.Tensor], shapes: dict[str
     if missing:
         raise CheckpointError(f"{where}: no weights for {len(missing)} parameters, e.g. {missing[:5]}; a LoRA run "
                               f"needs {NON_LORA} (with the embed_out UNet) next to its adapter")
-    dtype = state["gpt_neox.embed_in.weight"].dtype
-    model.to(dtype)  # the checkpoint's stored dtype (quantization=none keeps it)
+    model.to(torch.float32)  # the original's builder at fp32: stored bf16 tensors upcast exactly, fp32 ones kept
     model.load_state_dict(state, strict=True)
     model.eval()
 

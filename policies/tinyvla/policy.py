@@ -12,6 +12,16 @@ Noise: env ``e`` draws its initial DDIM noise from its own ``torch.Generator`` (
 ``reset(env_ids=[e], seeds=[s])`` with ``s``, or with ``e`` itself when no seed is given (so
 unseeded envs still draw independent noise, reproducibly). A batch of B envs is B independent
 samples, and row b of a batched call equals the B = 1 call of env b in the same generator state.
+``act(..., noise=x)`` takes the initial noise instead: ``x`` of shape (B, chunk_size, action_dim)
+in the head's normalised action space (the original's ``torch.randn((B, Tp, action_dim))``); the
+generators are then not drawn from. That reproduces a chunk exactly, e.g. against another
+implementation fed the same noise.
+
+Precision (``precision``): ``reference`` (default) is the original's arithmetic: fp32 weights as
+the loader gives them (see :mod:`.loader`), the step embedding in bf16 as the original hard-codes
+it, DDIM samples in the weights' dtype. ``fp32`` computes the step embedding and the DDIM update in
+float32 whatever the weights' dtype (the cleaner math; with ``quantization`` bf16/fp16 it keeps
+the sampler out of half precision). Their measured difference is in docs/fidelity-tinyvla-oft.md.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from vla_gym.policy import (
 )
 
 DEFAULT_CAMERAS = ("agentview", "wrist")
+PRECISIONS = ("reference", "fp32")
 STATE_KEYS = {8: "state", 7: "joint_pos"}
 
 
@@ -64,7 +75,9 @@ class TinyVLAPolicy(Policy):
     def __init__(self, loaded: LoadedTinyVLA, tokenizer: Any, processor: Any, stats: TinyVLAStats, *,
                  image_size: int, cameras: Sequence[str], action_transform: str = "auto",
                  center_crop: bool = True, state_key: str | None = None, quantization_name: str = "none",
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, precision: str = "reference") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}; choose one of {list(PRECISIONS)}")
         cfg = loaded.cfg
         self.model = loaded.model
         self.cfg = cfg
@@ -89,6 +102,10 @@ class TinyVLAPolicy(Policy):
         self.transform = action_tf.resolve_transform(action_transform, cfg.action_dim)
         self.center_crop = bool(center_crop)
         self.quantization_name = quantization_name
+        self.precision = precision
+        # the step embedding's dtype: the original's hard-coded bf16, or fp32 for precision=fp32
+        self.model.embed_out.diffusion_step_encoder[0].dtype = (torch.bfloat16 if precision == "reference"
+                                                                else torch.float32)
         self.scheduler = make_scheduler()
         self.inputs = PolicyInputs(cameras=self.cameras, image_size=int(image_size), uses_state=True)
         self._generators: dict[int, torch.Generator] = {}
@@ -98,7 +115,8 @@ class TinyVLAPolicy(Policy):
                         stats: str | Path | None = None, allow_stats_pickle: bool = False,
                         image_size: int | None = None, cameras: Sequence[str] = DEFAULT_CAMERAS,
                         action_transform: str = "auto", center_crop: bool = True, state_key: str | None = None,
-                        device: str = "auto", quantization: Mapping[str, Any] | str | None = None) -> TinyVLAPolicy:
+                        device: str = "auto", quantization: Mapping[str, Any] | str | None = None,
+                        precision: str = "reference") -> TinyVLAPolicy:
         """Load a TinyVLA checkpoint (see :mod:`.loader`) and build the policy.
 
         Args:
@@ -115,7 +133,11 @@ class TinyVLAPolicy(Policy):
             state_key: Observation key fed as robot state; None = ``state`` for 8-D, ``joint_pos`` for 7-D.
             device: ``auto``/``cpu``/``cuda``.
             quantization: Hydra quantization node (the UNet is kept unquantized).
+            precision: ``reference`` (the original's arithmetic: bf16 step embedding, DDIM in the
+                weights' dtype) or ``fp32`` (step embedding and DDIM in float32); see the module doc.
         """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}; choose one of {list(PRECISIONS)}")
         from vla_gym.quantization import apply_quantization
 
         loaded = load_tinyvla(checkpoint, model_base)
@@ -126,7 +148,7 @@ class TinyVLAPolicy(Policy):
         qname = apply_quantization(loaded.model, quantization, dev, skip_modules=cls.quantization_skip)
         return cls(loaded, tokenizer, processor, found, image_size=image_size or processor_size(processor),
                    cameras=tuple(cameras), action_transform=action_transform, center_crop=center_crop,
-                   state_key=state_key, quantization_name=qname, device=dev)
+                   state_key=state_key, quantization_name=qname, device=dev, precision=precision)
 
     # -- episode state -------------------------------------------------------------------------
     def reset(self, env_ids: Sequence[int] | None = None, seeds: Sequence[int | None] | None = None) -> None:
@@ -176,7 +198,9 @@ class TinyVLAPolicy(Policy):
         with timer("diffusion"):
             head = model.embed_out
             cond = head.condition(pooled, states.to(dtype))
-            out = denoise(lambda x, t: head(x.to(dtype), t, cond), noise, self.scheduler, NUM_INFERENCE_STEPS)
+            sample_dtype = dtype if self.precision == "reference" else torch.float32
+            out = denoise(lambda x, t: head(x.to(dtype), t, cond), noise, self.scheduler, NUM_INFERENCE_STEPS,
+                          sample_dtype=sample_dtype)
             self._sync()
         return out
 
@@ -185,15 +209,38 @@ class TinyVLAPolicy(Policy):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None) -> ActionChunk:
+    def initial_noise(self, noise: Any, batch: int) -> torch.Tensor:
+        """A user's initial DDIM noise checked: (B, chunk_size, action_dim), finite, as float32."""
+        shape = (batch, self.cfg.chunk_size, self.cfg.action_dim)
+        if isinstance(noise, torch.Tensor):
+            if not noise.is_floating_point():
+                raise ValueError("noise must be a finite floating-point array")
+            noise = noise.detach().float().cpu().numpy()  # numpy has no bf16
+        arr = np.asarray(noise)
+        if arr.shape != shape:
+            raise ValueError(f"noise has shape {arr.shape}; TinyVLA needs (B, chunk_size, action_dim) = {shape}")
+        if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+            raise ValueError("noise must be a finite floating-point array")
+        return torch.from_numpy(arr.astype(np.float32, copy=True))
+
+    def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None, *,
+            noise: Any = None) -> ActionChunk:
         """(B, chunk_size, 7) env actions; ``info``: ``timing_ms`` (preprocess/model/postprocess and, inside
-        model, vision/llm/diffusion) and ``num_denoise_steps``."""
+        model, vision/llm/diffusion) and ``num_denoise_steps``.
+
+        ``noise``: optional initial DDIM noise (B, chunk_size, action_dim) in the normalised action
+        space (numpy or torch); None = each env's generator draws it (see the module docstring).
+        """
         ids_env = resolve_env_ids(observations, env_ids)
         timer = StageTimer()
         with timer("preprocess"):
             ids, pixels, states = self.preprocess(observations)
-            shape = (self.cfg.chunk_size, self.cfg.action_dim)
-            noise = torch.stack([torch.randn(shape, generator=self._generator(e)) for e in ids_env]).to(self.device)
+            if noise is not None:
+                noise = self.initial_noise(noise, len(observations)).to(self.device)
+            else:
+                shape = (self.cfg.chunk_size, self.cfg.action_dim)
+                noise = torch.stack([torch.randn(shape, generator=self._generator(e))
+                                     for e in ids_env]).to(self.device)
         t_model = StageTimer()
         with timer("model"):
             normed = self.forward(ids, pixels, states, noise, t_model)
@@ -218,7 +265,8 @@ class TinyVLAPolicy(Policy):
                           quantization=self.quantization_name, device=str(self.device),
                           extra={"layout": self.report.layout, "action_transform": self.transform,
                                  "lora_layers": self.report.lora_layers, "stats": str(self.stats.source),
-                                 "num_denoise_steps": NUM_INFERENCE_STEPS, "cameras": list(self.cameras)})
+                                 "num_denoise_steps": NUM_INFERENCE_STEPS, "cameras": list(self.cameras),
+                                 "precision": self.precision})
 
     def close(self) -> None:
         """Drop the model so its memory can be freed."""

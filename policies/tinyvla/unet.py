@@ -1,16 +1,19 @@
 """Diffusion Policy's ``ConditionalUnet1D`` as TinyVLA's ``policy_heads/models/droid_unet_diffusion.py``
 builds it, with the release parameter names (the module is ``embed_out`` in the checkpoint).
 
-Two deliberate differences, neither changing the fp32 math:
+One deliberate difference, not changing the math:
 
-- The sinusoidal diffusion-step embedding is computed in float32 and cast to the first Linear's
-  dtype. The original hard-codes ``torch.bfloat16`` there, which only runs when the whole head is
-  bf16 (an fp16 head raises ``mat1 and mat2 must have the same dtype``, checked against the original
-  in tests/policies/test_tinyvla_reference.py); at fp32 this is the original's formula, verified equal.
 - Conditioning (mean pool -> LayerNorm -> cat state -> ``combine``) is :meth:`condition`, run once
   per call instead of once per denoising step: the original recomputes the same value 10 times.
   The pool is the mean over each row's *real* tokens (:class:`~.modeling.LlavaPythia` pools), which
   for one unpadded row is the original's ``AdaptiveAvgPool1d(1)``.
+
+The sinusoidal diffusion-step embedding is computed in ``SinusoidalPosEmb.dtype``: bfloat16 by
+default, as the original's constructor call hard-codes it (``SinusoidalPosEmb(dsed, torch.bfloat16)``),
+then cast to the first Linear's dtype. The original feeds the bf16 embedding to that Linear as is,
+which only runs when the head is bf16 (fp32 and fp16 heads raise ``mat1 and mat2 must have the same
+dtype``); the cast is the one change that lets it run at other precisions, and a bf16 value cast to
+fp32 is exact. ``float32`` there is the ``precision="fp32"`` option of the policy.
 """
 
 from __future__ import annotations
@@ -23,17 +26,22 @@ from torch import nn
 
 
 class SinusoidalPosEmb(nn.Module):
-    """``[sin(t w_i), cos(t w_i)]``, ``w_i = exp(-i log(10000) / (dim/2 - 1))``, in float32."""
+    """``[sin(t w_i), cos(t w_i)]``, ``w_i = exp(-i log(10000) / (dim/2 - 1))``, computed in ``dtype``.
 
-    def __init__(self, dim: int):
+    ``dtype`` bfloat16 (default) is the original's arithmetic op for op (``arange`` in bf16, ``exp``,
+    the product with the integer timestep and ``sin``/``cos`` all in bf16).
+    """
+
+    def __init__(self, dim: int, dtype: torch.dtype = torch.bfloat16):
         super().__init__()
         self.dim = dim
+        self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         half = self.dim // 2
         scale = math.log(10000) / (half - 1)
-        freqs = torch.exp(torch.arange(half, device=x.device, dtype=torch.float32) * -scale)
-        emb = x.to(torch.float32)[:, None] * freqs[None, :]
+        freqs = torch.exp(torch.arange(half, device=x.device, dtype=self.dtype) * -scale)
+        emb = x[:, None] * freqs[None, :]
         return torch.cat((emb.sin(), emb.cos()), dim=-1)
 
 

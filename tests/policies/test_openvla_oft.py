@@ -53,6 +53,10 @@ def test_checkpoint_layout_and_component_names(tiny_dirs):
     }
     raw = torch.load(d / "action_head--150000_checkpoint.pt", weights_only=True)
     assert all(k.startswith("module.model.") for k in raw)  # saved from DDP
+    # stored dtypes as finetune.py saves them: the head made bf16 (to_bf16=True), the projector fp32
+    assert {v.dtype for v in raw.values()} == {torch.bfloat16}
+    proj_raw = torch.load(d / "proprio_projector--150000_checkpoint.pt", weights_only=True)
+    assert {v.dtype for v in proj_raw.values()} == {torch.float32}
     head = load_component(d / "action_head--150000_checkpoint.pt")
     assert {
         "model.layer_norm1.weight",
@@ -228,7 +232,8 @@ def _to_float32_checkpoint(d: Path) -> None:
 
 
 def test_heads_run_in_the_models_dtype_fp32(tiny_copy):
-    """An fp32 model gets fp32 heads fed fp32 hidden states: no bf16 island (the reference has none)."""
+    """An fp32 model gets fp32 heads fed fp32 hidden states, their weights rounded through bf16 at load
+    as the reference's get_action_head / get_proprio_projector round them."""
     from vla_gym.policies.openvla_oft.heads import L1RegressionActionHead, ProprioProjector
 
     d = tiny_copy("openvla-oft")
@@ -255,13 +260,16 @@ def test_heads_run_in_the_models_dtype_fp32(tiny_copy):
         for h in hooks:
             h.remove()
     assert seen["proprio_in"].dtype == seen["head_in"].dtype == seen["head_out"].dtype == torch.float32
-    # The same hidden states through fp32 heads built by hand from the checkpoint files.
-    head = L1RegressionActionHead(policy.cfg.llm_dim, action_dim=7, num_actions_chunk=8)
+    # The same hidden states through heads built by hand as get_action_head / get_proprio_projector
+    # build them (bf16 modules, then loaded), then cast to fp32.
+    head = L1RegressionActionHead(policy.cfg.llm_dim, action_dim=7, num_actions_chunk=8).to(torch.bfloat16)
     head_file = d / "action_head--150000_checkpoint.pt"
-    head.load_state_dict({k: v.float() for k, v in load_component(head_file).items()})
-    proj = ProprioProjector(policy.cfg.llm_dim, proprio_dim=8)
+    head.load_state_dict(load_component(head_file))
+    proj = ProprioProjector(policy.cfg.llm_dim, proprio_dim=8).to(torch.bfloat16)
     proj_file = d / "proprio_projector--150000_checkpoint.pt"
-    proj.load_state_dict({k: v.float() for k, v in load_component(proj_file).items()})
+    proj.load_state_dict(load_component(proj_file))
+    head.float()
+    proj.float()
     n_act = 8 * 7
     start = 2 * model.vla.vision_backbone.num_patches + 1 + ids.shape[1] - 1  # patches, proprio, prompt
     with torch.no_grad():
