@@ -30,6 +30,8 @@ EXTERNAL_PATHS = {
     "examples/libero/main.py",  # openpi's LIBERO client
     "lerobot/envs/configs.py", "envs/utils.py", "processor/env_processor.py",  # LeRobot 0.6.1
     "policies/common/vla_utils.py",  # LeRobot 0.6.1
+    "experiments/robot/openvla_utils.py", "vla-scripts/finetune.py",  # openvla-oft
+    "llava_pythia/model/builder.py",  # TinyVLA
 }
 # Files a how-to tells the reader to create.
 EXAMPLE_PATHS = {"conf/env/robosuite_wipe.yaml", "conf/policy/go_right.yaml"}
