@@ -90,14 +90,9 @@ class RTCRequest:
         if not np.issubdtype(prev.dtype, np.floating) or not np.all(np.isfinite(prev)):
             raise ValueError("rtc.prev_actions must be finite floats")
         object.__setattr__(self, "prev_actions", prev.astype(np.float64))
-        if isinstance(self.inference_delay, bool) or int(self.inference_delay) != self.inference_delay \
-                or self.inference_delay < 0:
-            raise ValueError(f"rtc.inference_delay must be an integer >= 0, got {self.inference_delay!r}")
-        object.__setattr__(self, "inference_delay", int(self.inference_delay))
+        object.__setattr__(self, "inference_delay", _count(self.inference_delay, "inference_delay"))
         if self.execution_horizon is not None:
-            if int(self.execution_horizon) != self.execution_horizon or self.execution_horizon < 0:
-                raise ValueError(f"rtc.execution_horizon must be an integer >= 0 or null, got {self.execution_horizon!r}")
-            object.__setattr__(self, "execution_horizon", int(self.execution_horizon))
+            object.__setattr__(self, "execution_horizon", _count(self.execution_horizon, "execution_horizon"))
         object.__setattr__(self, "schedule", parse_schedule(self.schedule))
         beta = float(self.max_guidance_weight)
         if not 0 < beta <= MAX_GUIDANCE_WEIGHT_LIMIT:
@@ -112,6 +107,13 @@ class RTCRequest:
         """The guided region's end after LeRobot's clamp to the left-over length."""
         end = len(self.prev_actions) if self.execution_horizon is None else self.execution_horizon
         return min(end, len(self.prev_actions))
+
+
+def _count(value: object, name: str) -> int:
+    """An integer >= 0 (numpy integers too), or one clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"rtc.{name} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def parse_schedule(value: Schedule | str) -> Schedule:
@@ -198,6 +200,9 @@ class RTCGuide:
         weight = torch.tensor([guidance_weight(t, b) for b in self.beta], dtype=torch.float64)
         x = x_t.detach().clone()
         if any(self.use_vjp):
+            if torch.is_inference_mode_enabled():
+                raise RuntimeError("rtc guidance 'original' takes a vector-Jacobian product: call act() under "
+                                   "torch.no_grad, not torch.inference_mode (or use guidance 'lerobot')")
             with torch.enable_grad():
                 x.requires_grad_(True)
                 v = velocity_fn(x)

@@ -202,7 +202,8 @@ def test_bad_requests_are_refused_with_one_clear_line(policies):
     assert Pi0Policy.supports_rtc is True
     policy = policies["pi0"]
     left = np.zeros((20, 7))
-    for kwargs, match in (({"inference_delay": -1}, "inference_delay"),
+    for kwargs, match in (({"inference_delay": -1}, "inference_delay"), ({"inference_delay": 2.5}, "inference_delay"),
+                          ({"inference_delay": 1, "execution_horizon": "10"}, "execution_horizon"),
                           ({"inference_delay": 2, "schedule": "cosine"}, "schedule"),
                           ({"inference_delay": 2, "guidance": "fast"}, "guidance"),
                           ({"inference_delay": 2, "max_guidance_weight": 0}, "max_guidance_weight"),
@@ -218,3 +219,5 @@ def test_bad_requests_are_refused_with_one_clear_line(policies):
         policy.act(obs, noise=noise, rtc=RTCRequest(np.zeros((5, 8)), inference_delay=1))
     with pytest.raises(ValueError, match="got 2 requests for 1"):
         policy.act(obs, noise=noise, rtc=[None, None])
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="not torch.inference_mode"):
+        policy.act(obs, noise=noise, rtc=RTCRequest(np.zeros((5, 7)), inference_delay=1))
