@@ -221,3 +221,20 @@ def test_bad_requests_are_refused_with_one_clear_line(policies):
         policy.act(obs, noise=noise, rtc=[None, None])
     with torch.inference_mode(), pytest.raises(RuntimeError, match="not torch.inference_mode"):
         policy.act(obs, noise=noise, rtc=RTCRequest(np.zeros((5, 7)), inference_delay=1))
+
+
+def test_env_space_left_over_inverts_the_postprocessing_of_a_delta_checkpoint(tmp_path):
+    """openpi ``pi0_libero`` returns ``unnormalize(model) + state[:6]``: an env-space left-over re-anchored to the
+    same state is the model-space chunk again; to a moved state it shifts by exactly the move (LeRobot's re-anchoring)."""
+    policy = Pi0Policy.from_pretrained(write_tiny_pi0(tmp_path / "openpi", "openpi", "pi0"), device="cpu",
+                                       precision="fp32")
+    assert policy.ckpt.delta_actions and policy.norm.actions.dim == 7
+    obs = _obs(0)
+    chunk = policy.act([obs], noise=_noise(policy, 5))
+    state = np.asarray(obs["state"], dtype=np.float64)
+    left = policy.rtc_model_actions(RTCRequest(chunk.actions[0, 20:], inference_delay=2), state)
+    np.testing.assert_allclose(left, chunk.info["model_actions"][0, 20:, :7], rtol=0, atol=1e-5)
+    moved = state + np.r_[0.01, -0.02, 0.03, 0.0, 0.0, 0.05, 0.0, 0.0]
+    shifted = policy.rtc_model_actions(RTCRequest(chunk.actions[0, 20:], inference_delay=2), moved)
+    np.testing.assert_allclose(policy.norm.actions.unnormalize(shifted) - policy.norm.actions.unnormalize(left),
+                               np.broadcast_to(-(moved - state)[:7] * (np.arange(7) < 6), left.shape), atol=1e-5)
