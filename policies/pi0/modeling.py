@@ -15,7 +15,8 @@ are the same with a ``model.`` prefix), see :data:`STATE_DICT_NOTES`. Sampling f
    every valid prefix token and the ar-mask blocks; positions continue after the valid prefix.
 3. ``v_t = action_out_proj(expert_out[:, -H:])``; ``x <- x + dt * v_t``, ``dt = -1/num_steps``,
    t from 1 towards 0 (openpi accumulates ``t += dt`` in float32, LeRobot forms ``1 + step*dt``:
-   ``time_schedule``), starting from the caller's noise.
+   ``time_schedule``), starting from the caller's noise. With ``rtc=`` each step's velocity is
+   the real-time-chunking guided one (:mod:`vla_gym.policies.pi0.rtc`, docs/rtc.md).
 
 Time embedding: sin-cos over ``expert.width`` features, periods ``4e-3 .. 4.0`` geometric,
 computed in float64 then cast to float32 (as both references on CPU/CUDA).
