@@ -15,7 +15,8 @@ are the same with a ``model.`` prefix), see :data:`STATE_DICT_NOTES`. Sampling f
    every valid prefix token and the ar-mask blocks; positions continue after the valid prefix.
 3. ``v_t = action_out_proj(expert_out[:, -H:])``; ``x <- x + dt * v_t``, ``dt = -1/num_steps``,
    t from 1 towards 0 (openpi accumulates ``t += dt`` in float32, LeRobot forms ``1 + step*dt``:
-   ``time_schedule``), starting from the caller's noise.
+   ``time_schedule``), starting from the caller's noise. With ``rtc=`` each step's velocity is
+   the real-time-chunking guided one (:mod:`vla_gym.policies.pi0.rtc`, docs/rtc.md).
 
 Time embedding: sin-cos over ``expert.width`` features, periods ``4e-3 .. 4.0`` geometric,
 computed in float64 then cast to float32 (as both references on CPU/CUDA).
@@ -33,6 +34,7 @@ own bf16-vs-fp32 gap: 8e-3 .. 2.6e-2).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,6 +50,7 @@ from vla_gym.policies.pi0.siglip import SiglipVisionTower
 from vla_gym.policies.toolkit.errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from vla_gym.policies.pi0.rtc import RTCGuide
     from vla_gym.policy import StageTimer
 
 TIME_SCHEDULES = ("openpi", "lerobot")
@@ -552,6 +555,7 @@ class Pi0Model(nn.Module):
         num_steps: int = 10,
         timer: StageTimer | None = None,
         time_schedule: str = "openpi",
+        rtc: RTCGuide | None = None,
     ) -> Tensor:
         """Integrate the flow from ``noise`` (t = 1) to actions (t = 0) with ``num_steps`` Euler steps.
 
@@ -567,6 +571,8 @@ class Pi0Model(nn.Module):
             time_schedule: How t is formed, as each reference: "openpi" accumulates ``t += dt`` in
                 float32 (t = 1, 0.9, 0.8000001, ...), "lerobot" computes ``1 + step * dt`` in float64
                 then float32. The schedules differ by < 1e-7 in t, ~2e-5 in the tiny fixtures' actions.
+            rtc: Real-time-chunking guidance (:mod:`vla_gym.policies.pi0.rtc`) wrapping each step's
+                velocity, or None (plain sampling).
 
         Returns:
             (B, action_horizon, action_dim) float32.
@@ -589,6 +595,11 @@ class Pi0Model(nn.Module):
             for step in range(num_steps):
                 if time_schedule == "lerobot":
                     t = torch.tensor(1.0 + step * (-1.0 / num_steps), dtype=torch.float32, device=x_t.device)
-                x_t = x_t + dt * self.denoise_step(cache, prefix_pad, state, x_t, t.expand(b))
+                if rtc is None:
+                    v_t = self.denoise_step(cache, prefix_pad, state, x_t, t.expand(b))
+                else:
+                    velocity = functools.partial(self.denoise_step, cache, prefix_pad, state, t=t.expand(b))
+                    v_t = rtc.velocity(velocity, x_t, t)
+                x_t = x_t + dt * v_t
                 t = t + dt
         return x_t

@@ -37,7 +37,8 @@ from vla_gym.policies.pi0.config import Pi0Checkpoint, read_checkpoint
 from vla_gym.policies.pi0.loader import build_model
 from vla_gym.policies.pi0.modeling import LEROBOT_FP32_KEEP, OPENPI_FP32_KEEP, Pi0Model
 from vla_gym.policies.pi0.images import MODEL_IMAGE_SIZE, RENDER_SIZE, check_pipeline, image_batch
-from vla_gym.policies.pi0.processing import pad_state, raw_states, slot_cameras, to_env_actions
+from vla_gym.policies.pi0.processing import DELTA_DIMS, pad_state, raw_states, slot_cameras, to_env_actions
+from vla_gym.policies.pi0.rtc import RTCGuide, RTCRequest
 from vla_gym.policies.pi0.prompts import PromptFormat, check_prompt_format
 from vla_gym.policies.pi0.stats import Pi0Norm, find_openpi_stats, load_lerobot_stats, load_openpi_stats
 from vla_gym.policies.pi0.tokenizer import PaligemmaTokenizer, find_tokenizer
@@ -81,6 +82,9 @@ class Pi0Policy(Policy):
     execution = ChunkExecution("open_loop", replan_steps=OPENPI_REPLAN_STEPS)
     reference_scene_seed = 7  # openpi examples/libero/main.py: env.seed(7)
     loads_weights = True
+    # act(rtc=...) takes real-time-chunking guidance (vla_gym.policies.pi0.rtc, docs/rtc.md); an executor
+    # asks getattr(policy, "supports_rtc", False) before handoff=rtc.
+    supports_rtc = True
     # Kept unquantized by int8/int4: the small action/time/state projections around the expert (all
     # continuous-valued regression paths) and the AdaRMS `dense` of every expert norm (matched by the
     # norm's name), which openpi keeps in fp32. lm_head is tied to the embedding and not an
@@ -261,29 +265,86 @@ class Pi0Policy(Policy):
         }
 
     def act(self, observations: Sequence[Observation], env_ids: Sequence[int] | None = None, *,
-            noise: torch.Tensor | np.ndarray | None = None) -> ActionChunk:
+            noise: torch.Tensor | np.ndarray | None = None,
+            rtc: RTCRequest | Sequence[RTCRequest | None] | None = None) -> ActionChunk:
         """(B, H, 7) float32 chunks; ``info``: ``timing_ms`` (preprocess, model, postprocess, and
-        inside the model vision, prefix, denoise) and ``num_denoise_steps``.
+        inside the model vision, prefix, denoise), ``num_denoise_steps`` and ``model_actions`` (B, H, 32)
+        float32, the normalised model output before un-normalisation (for ``RTCRequest(space="model")``).
 
         ``noise``: None = each env's seeded generator (see :meth:`reset`). Otherwise the flow's
         starting point x_1, float32 ``(B, action_horizon, max_action_dim)`` (:attr:`noise_shape`; 32
         wide, in the model's normalised action space), exactly what openpi's
         ``sample_actions(noise=)`` and LeRobot's ``predict_action_chunk(noise=)`` take, so a chunk can
         be reproduced and compared with either; the env generators are then not advanced.
+
+        ``rtc``: real-time chunking (:mod:`vla_gym.policies.pi0.rtc`, docs/rtc.md): one
+        :class:`RTCRequest` per row (None for a row without a previous chunk), or one request for a
+        batch of 1. Rows are guided independently (own delay, left-over, schedule, mode).
         """
         ids = resolve_env_ids(observations, env_ids)
+        requests = self.rtc_requests(rtc, len(observations))
         timer, inner = StageTimer(), StageTimer()
         with timer("preprocess"):
             inputs = self.preprocess(observations, ids, noise)
             raw = inputs.pop("raw_state")
+            guide = None if requests is None else self.rtc_guide(requests, raw)
         with timer("model"):
             out = self.model.sample_actions(**inputs, num_steps=self.num_steps, timer=inner,
-                                            time_schedule=self.ckpt.layout)
+                                            time_schedule=self.ckpt.layout, rtc=guide)
             out = out.float().cpu().numpy()
         with timer("postprocess"):
             actions = to_env_actions(out, self.norm.actions, raw, delta_actions=self.ckpt.delta_actions,
                                      output_dim=self.ckpt.output_dim)
-        return ActionChunk(actions, info={"timing_ms": {**timer.ms, **inner.ms}, "num_denoise_steps": self.num_steps})
+        return ActionChunk(actions, info={"timing_ms": {**timer.ms, **inner.ms}, "num_denoise_steps": self.num_steps,
+                                          "model_actions": out})
+
+    # -- real-time chunking ------------------------------------------------------------------------
+    @staticmethod
+    def rtc_requests(rtc: RTCRequest | Sequence[RTCRequest | None] | None, batch: int) -> list[RTCRequest | None] | None:
+        """One request (or None) per row; None when no row is guided."""
+        if rtc is None:
+            return None
+        if isinstance(rtc, RTCRequest):
+            if batch != 1:
+                raise ValueError(f"rtc: one RTCRequest is for a batch of 1; pass a list of {batch} (None for rows "
+                                 "without a previous chunk)")
+            rows: list[RTCRequest | None] = [rtc]
+        else:
+            rows = list(rtc)
+            if len(rows) != batch:
+                raise ValueError(f"rtc: got {len(rows)} requests for {batch} observations")
+            for row in rows:
+                if row is not None and not isinstance(row, RTCRequest):
+                    raise TypeError(f"rtc rows must be RTCRequest or None, got {type(row).__name__}")
+        return None if all(r is None for r in rows) else rows
+
+    def rtc_model_actions(self, request: RTCRequest, raw_state: np.ndarray) -> np.ndarray:
+        """The request's left-over in the model's normalised space (T_prev, D <= max_action_dim).
+
+        ``env`` space inverts :func:`to_env_actions`: for delta checkpoints the absolute actions are
+        re-anchored to the new observation's state (LeRobot's ``reanchor_relative_rtc_prefix``), then
+        normalised; dims the env does not see (between the env width and the statistics') stay 0."""
+        y = request.prev_actions
+        horizon, width = self.noise_shape
+        if len(y) > horizon:
+            raise ValueError(f"rtc.prev_actions has {len(y)} rows, more than the chunk's {horizon}")
+        if request.space == "model":
+            if y.shape[1] > width:
+                raise ValueError(f"rtc.prev_actions (space=model) has {y.shape[1]} dims, more than the model's {width}")
+            return y
+        if y.shape[1] != self.ckpt.output_dim:
+            raise ValueError(f"rtc.prev_actions (space=env) must have the env action width {self.ckpt.output_dim}, "
+                             f"got {y.shape[1]}")
+        y = y.copy()
+        if self.ckpt.delta_actions:
+            y[:, :DELTA_DIMS] -= raw_state[None, :DELTA_DIMS]
+        return self.norm.actions.normalize(y)
+
+    def rtc_guide(self, requests: Sequence[RTCRequest | None], raw: np.ndarray) -> RTCGuide:
+        """The batch's guidance tensors on the model's device."""
+        targets = [None if r is None else self.rtc_model_actions(r, raw[i]) for i, r in enumerate(requests)]
+        horizon, width = self.noise_shape
+        return RTCGuide.build(requests, targets, horizon, width, self.device)
 
     @property
     def chunk_size(self) -> int:
