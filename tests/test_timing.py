@@ -113,11 +113,14 @@ def test_async_holds_when_the_old_chunk_runs_out_first():
     assert labels(actions) == [H, H, 2, 3, H, H, 102, 103, H, H]
 
 
-def test_async_chunk_shorter_than_delay_is_all_stale():
-    actions, recs = drive(AsyncExecutor("replace"), 6, length=2, latency_ms=150.0)
-    assert labels(actions) == [H] * 6
-    assert [r.stale for r in recs] == [0, 0, 0, 2, 0, 0]
-    assert not any(r.chunk_start for r in recs)
+def test_async_chunk_not_longer_than_the_delay_executes_its_last_row_late():
+    # d = 3, chunks of 2: rows 0..1 are past at arrival; row 1 runs at arrival (one stale), then holds
+    actions, recs = drive(AsyncExecutor("replace"), 7, length=2, latency_ms=150.0)
+    assert labels(actions) == [H, H, H, 1, H, H, 101]
+    assert [r.stale for r in recs] == [0, 0, 0, 1, 0, 0, 1]
+    # a single-action policy (the scripted expert, OpenVLA) pipelines its queries: one action every d steps
+    actions, _ = drive(AsyncExecutor("replace"), 7, length=1, latency_ms=100.0)
+    assert labels(actions) == [H, H, 0, H, 100, H, 200]
 
 
 def test_async_temporal_ensemble_averages_the_overlap():

@@ -180,7 +180,9 @@ class AsyncExecutor(_Timed):
     ``max(trigger_remaining, H - replan_steps)`` actions left for the steps from now on
     (``H`` its length); with ``trigger_remaining=None`` it is the largest delay of the last
     :data:`TRIGGER_HISTORY` queries, so at a steady latency the new chunk arrives just as the
-    old one runs out. When nothing covers the current step the env holds.
+    old one runs out. When nothing covers the current step the env holds. A chunk no longer
+    than its delay would be all stale; its last row is executed at arrival instead, so a
+    single-action policy (OpenVLA, the scripted expert) acts late rather than never.
 
     Args:
         handoff: ``replace`` (the newest arrived chunk covering the step wins) or
@@ -226,9 +228,11 @@ class AsyncExecutor(_Timed):
         if self._in_flight is not None and self._in_flight[1] <= self.t:
             start, _, chunk = self._in_flight
             self._in_flight = None
-            self._stale = min(self.t - start, len(chunk))
+            if self.t - start >= len(chunk):  # all past: act on its last row now, late (single-action policies)
+                start = self.t - len(chunk) + 1
+            self._stale = self.t - start
             self._chunks.append((start, chunk))
-            self._chunk_start = self._stale < len(chunk)
+            self._chunk_start = True
 
     def _trigger(self) -> int:
         trig = self.trigger_remaining
