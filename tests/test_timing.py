@@ -210,3 +210,72 @@ def test_unrequested_chunks_and_bad_values_are_refused():
         AsyncExecutor(trigger_remaining=-1)
     with pytest.raises(ValueError, match="unknown chunk execution mode"):
         make_timed_executor("async", mode="bogus")
+
+
+# ---------------------------------------------------------------------------- TimedActor (N = 1, 2)
+class CountingPolicy:
+    """Env i's q-th query returns :func:`chunk` ``(i, q, length)``; records who shared each call."""
+
+    def __init__(self, length: int) -> None:
+        self.length, self.q, self.calls = length, {}, []
+
+    def reset(self, env_ids=None, seeds=None) -> None:
+        for i in env_ids if env_ids is not None else list(self.q):
+            self.q[i] = 0
+
+    def act(self, observations, env_ids=None):
+        from vla_gym.policy import ActionChunk
+
+        self.calls.append(list(env_ids))
+        rows = []
+        for i in env_ids:
+            rows.append(chunk(i, self.q.get(i, 0), self.length))
+            self.q[i] = self.q.get(i, 0) + 1
+        return ActionChunk(np.stack(rows))
+
+
+def run_actor(actor, n_envs: int, steps: int):
+    actor.reset(env_ids=list(range(n_envs)), seeds=list(range(n_envs)))
+    out = {i: [] for i in range(n_envs)}
+    for _ in range(steps):
+        for i, a in actor.step({i: {} for i in range(n_envs)}).items():
+            rec = actor.records[i] if hasattr(actor, "records") else None
+            out[i].append(a.view(Held) if rec is not None and rec.hold else a)
+    return out
+
+
+def test_timed_actor_replay_policy_blocking_100ms():
+    from vla_gym.latency_sources import FixedLatency
+    from vla_gym.policies.replay import ReplayPolicy
+    from vla_gym.timing import TimedActor
+
+    recorded = np.zeros((3, 7), np.float32)
+    recorded[:, 0] = [0.1, 0.2, 0.3]
+    actor = TimedActor(ReplayPolicy(recorded), [make_timed_executor("blocking", replan_steps=1)], [FixedLatency(100)])
+    out = run_actor(actor, 1, 9)[0]
+    assert [H if isinstance(a, Held) else round(float(a[0]), 3) for a in out] == [H, H, 0.1, H, H, 0.2, H, H, 0.3]
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_timed_actor_fixed_delay_replace_matches_hand_computation(n_envs):
+    from vla_gym.latency_sources import FixedLatency
+    from vla_gym.timing import TimedActor
+
+    policy = CountingPolicy(length=4)
+    actor = TimedActor(policy, [make_timed_executor("async") for _ in range(n_envs)],
+                       [FixedLatency(100) for _ in range(n_envs)])
+    out = run_actor(actor, n_envs, 9)
+    for i in range(n_envs):  # d = 2: as in test_async_replace_with_fixed_delay_matches_hand_computation
+        assert [H if isinstance(a, Held) else int(a[0]) - 1000 * i for a in out[i]] == [H, H, 2, 3, 102, 103, 202,
+                                                                                       203, 302]
+    assert policy.calls == [list(range(n_envs))] * 5  # queries at steps 0, 2, 4, 6, 8; the envs share each call
+
+
+def test_timed_actor_with_synchronous_executors_equals_chunked_actor():
+    from vla_gym.chunking import ChunkedActor
+    from vla_gym.timing import TimedActor
+
+    ref = run_actor(ChunkedActor(CountingPolicy(3), num_envs=2, replan_steps=2), 2, 7)
+    got = run_actor(TimedActor(CountingPolicy(3), [make_timed_executor(replan_steps=2) for _ in range(2)]), 2, 7)
+    for i in range(2):
+        assert np.array_equal(np.stack(ref[i]), np.stack(got[i]))

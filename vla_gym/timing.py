@@ -30,8 +30,11 @@ one env's simulated latency never delays another.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -334,3 +337,71 @@ def step_record(executor: TimedExecutor, queried: bool, latency_ms: float = math
         return rec
     return StepRecord(query=queried, latency_ms=latency_ms if queried else math.nan,
                       delay_steps=0 if queried else -1, chunk_start=queried)
+
+
+class TimedActor:
+    """A policy with one timed executor and one latency source per env (the loop contract in one place).
+
+    Same surface as :class:`vla_gym.chunking.ChunkedActor` (``reset``, ``step``, ``executors``,
+    ``num_queries``, ``last_call``) plus ``records``: env id -> the :class:`StepRecord` of its
+    latest step. One batched ``act`` per step for the envs whose executor needs a chunk; each
+    env's latency comes from its own source, so one env's simulated latency never delays another.
+
+    Args:
+        policy: The (batch-first) policy.
+        executors: One per env id ``0..n-1`` (:func:`make_timed_executor`).
+        sources: One :class:`~vla_gym.latency_sources.LatencySource` per env (``None`` = zero latency).
+    """
+
+    def __init__(self, policy: Any, executors: list[TimedExecutor], sources: list[Any] | None = None) -> None:
+        if not executors:
+            raise ValueError("TimedActor needs at least one executor")
+        if sources is not None and len(sources) != len(executors):
+            raise ValueError(f"{len(sources)} latency sources for {len(executors)} executors")
+        self.policy = policy
+        self.executors = list(executors)
+        self.sources = list(sources) if sources is not None else [None] * len(executors)
+        self.num_queries = [0] * len(executors)
+        self.records: dict[int, StepRecord] = {}
+        self.last_call: dict[str, Any] | None = None
+
+    def reset(self, env_ids: list[int] | None = None, seeds: list[int | None] | None = None,
+              tasks: list[str | None] | None = None, episode_indices: list[int | None] | None = None) -> None:
+        """Episode start of ``env_ids`` (all when None): executors, latency sources and the policy."""
+        ids = list(range(len(self.executors))) if env_ids is None else list(env_ids)
+        for n, i in enumerate(ids):
+            self.executors[i].reset()
+            self.num_queries[i] = 0
+            self.records.pop(i, None)
+            if self.sources[i] is not None:
+                self.sources[i].reset(seed=(seeds[n] if seeds else None) or 0, task=tasks[n] if tasks else None,
+                                      episode_index=episode_indices[n] if episode_indices else None)
+        self.policy.reset(env_ids=None if env_ids is None else ids, seeds=seeds)
+
+    def step(self, observations: Mapping[int, Any]) -> dict[int, np.ndarray]:
+        """One action per env in ``observations`` (env id -> its current observation)."""
+        from vla_gym.policy import ActionChunk
+
+        need = [i for i in observations if self.executors[i].needs_chunk]
+        self.last_call = None
+        latency: dict[int, float] = {}
+        if need:
+            t0 = time.perf_counter()
+            result = self.policy.act([observations[i] for i in need], env_ids=need)
+            wall_ms = 1e3 * (time.perf_counter() - t0)
+            if not isinstance(result, ActionChunk):
+                raise TypeError(f"{type(self.policy).__name__}.act must return an ActionChunk, got "
+                                f"{type(result).__name__}")
+            if result.batch_size != len(need):
+                raise ValueError(f"policy returned {result.batch_size} chunks for {len(need)} observations")
+            for row, i in enumerate(need):
+                src = self.sources[i]
+                latency[i] = 0.0 if src is None else src.next_ms(measured_ms=wall_ms)
+                submit(self.executors[i], result.actions[row], latency[i])
+                self.num_queries[i] += 1
+            self.last_call = {"env_ids": need, "wall_ms": wall_ms, "info": result.info, "latency_ms": latency}
+        out = {}
+        for i in observations:
+            out[i] = self.executors[i].next_action()
+            self.records[i] = step_record(self.executors[i], i in latency, latency.get(i, math.nan))
+        return out
