@@ -12,7 +12,7 @@ Runs its own small episode loop that follows the per-env executor contract of
 privileged scripted expert (one action per query, so ``blocking`` means ``d`` holds before each
 action and ``async`` one action every ``d`` steps once pipelined). Records the columns
 :func:`vla_gym.traj_metrics.episode_metrics` reads, including the true end-effector position
-and the arm's actuator forces (sampled once per control step), and prints one row per timing x
+and the arm's actuator forces (:class:`vla_gym.dynamics_probe.DynamicsProbe`), and prints one row per timing x
 latency: success rate and the mean of each metric over the episodes.
 """
 
@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 import vla_gym  # noqa: F401 - registers the envs
+from vla_gym.dynamics_probe import DynamicsProbe
 from vla_gym.execution import ExecutionConfig, LatencyConfig, build_executor, build_latency_source
 from vla_gym.policies.scripted import ScriptedPickPlacePolicy
 from vla_gym.policy import act_one
@@ -42,11 +43,9 @@ def run_episode(env, policy, cfg: ExecutionConfig, seed: int, task_kwargs: dict)
     policy.reset(env_ids=[0], seeds=[seed])
     source.reset(seed=seed)
     ex.reset()
-    sim = env.unwrapped.sim_env.sim
-    n_arm = 7
     cols: dict[str, list] = {k: [] for k in ("action", "success", "query", "latency_ms", "hold", "chunk_start",
                                               "stale", "eef_pos", "actuator_force")}
-    cols["eef_pos"].append(np.array(sim.data.site_xpos[sim.model.site_name2id("gripper0_grip_site")]))
+    cols["eef_pos"].append(info["eef_pos"])
     done = False
     while not done:
         queried, lat = False, float("nan")
@@ -64,8 +63,8 @@ def run_episode(env, policy, cfg: ExecutionConfig, seed: int, task_kwargs: dict)
                      ("latency_ms", rec.latency_ms), ("hold", rec.hold), ("chunk_start", rec.chunk_start),
                      ("stale", rec.stale)):
             cols[k].append(v)
-        cols["eef_pos"].append(np.array(sim.data.site_xpos[sim.model.site_name2id("gripper0_grip_site")]))
-        cols["actuator_force"].append(np.array(sim.data.actuator_force[:n_arm]))
+        cols["eef_pos"].append(info["eef_pos"])
+        cols["actuator_force"].append(info["actuator_force"])
     traj = {k: np.asarray(v) for k, v in cols.items()}
     m = episode_metrics(traj, dt=1.0 / 20)
     m["success"] = bool(traj["success"].any())
@@ -83,7 +82,7 @@ def main() -> None:
     kwargs = {"cameras": (), "privileged": True}
     if args.task is not None:
         kwargs["task"] = args.task
-    env = gym.make(args.env, **kwargs)
+    env = DynamicsProbe(gym.make(args.env, **kwargs))
     policy = ScriptedPickPlacePolicy()
     print("| timing | latency ms | success | " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * (3 + len(COLUMNS)))
