@@ -5,12 +5,15 @@ Usage::
     python benchmarks/realtime_sweep.py                                   # scripted expert on Lift
     python benchmarks/realtime_sweep.py --env vla_gym/libero_object --task 0 --episodes 2 \\
         --timings blocking --latencies 0,100,200,400
+    python benchmarks/realtime_sweep.py --policy pi0 --episodes 1     # tiny pi0: chunks of 50, 5 executed
 
 Runs its own small episode loop that follows the per-env executor contract of
 :mod:`vla_gym.timing` (query when ``needs_chunk``, ``submit`` the chunk with its latency,
 ``next_action`` every step) until the runner does the same (issue 21). The policy is the
 privileged scripted expert (one action per query, so ``blocking`` means ``d`` holds before each
-action and ``async`` one action every ``d`` steps once pipelined). Records the columns
+action and ``async`` one action every ``d`` steps once pipelined), or a tiny randomly initialised
+pi0 / pi0.5 (chunked, openpi's 5 of 50; it never succeeds, but its motion shows what the timing
+does to a chunked policy). Records the columns
 :func:`vla_gym.traj_metrics.episode_metrics` reads, including the true end-effector position
 and the arm's actuator forces (:class:`vla_gym.dynamics_probe.DynamicsProbe`), and prints one row per timing x
 latency: success rate and the mean of each metric over the episodes.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -37,7 +41,9 @@ COLUMNS = ("completion_time_s", "path_length_m", "path_efficiency", "jerk_rms", 
 
 
 def run_episode(env, policy, cfg: ExecutionConfig, seed: int, task_kwargs: dict) -> dict:
-    ex = build_executor(cfg, mode="open_loop", replan_steps=1)
+    execution = getattr(policy, "execution", None)
+    ex = build_executor(cfg, mode=getattr(execution, "mode", "open_loop"),
+                        replan_steps=getattr(execution, "replan_steps", 1))
     source = build_latency_source(cfg)
     obs, info = env.reset(seed=seed, options=task_kwargs or None)
     policy.reset(env_ids=[0], seeds=[seed])
@@ -78,12 +84,23 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--timings", default="synchronous,blocking,async")
     ap.add_argument("--latencies", default="0,100,200,400", help="ms, comma-separated")
+    ap.add_argument("--policy", default="scripted", choices=("scripted", "pi0", "pi05"),
+                    help="pi0/pi05: a tiny randomly initialised checkpoint (no weights needed, never succeeds)")
+    ap.add_argument("--scratch", default="/tmp/vla_gym_realtime", help="where tiny checkpoints are written")
     args = ap.parse_args()
-    kwargs = {"cameras": (), "privileged": True}
+    if args.policy == "scripted":
+        policy = ScriptedPickPlacePolicy()
+        kwargs = {"cameras": (), "privileged": True}
+    else:
+        import families  # benchmarks/families.py
+
+        ckpt, extra = families.tiny_checkpoint(args.policy, Path(args.scratch))
+        policy = families.load(args.policy, ckpt, "none", **extra)
+        kwargs = {"cameras": policy.inputs.cameras, "image_size": policy.inputs.image_size}
     if args.task is not None:
         kwargs["task"] = args.task
     env = DynamicsProbe(gym.make(args.env, **kwargs))
-    policy = ScriptedPickPlacePolicy()
+    print(f"policy {args.policy}, chunk execution {getattr(policy, 'execution', None)}, env {args.env}\n")
     print("| timing | latency ms | success | " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * (3 + len(COLUMNS)))
     try:
