@@ -37,7 +37,8 @@ from vla_gym.timing import step_record, submit
 from vla_gym.traj_metrics import episode_metrics
 
 COLUMNS = ("completion_time_s", "path_length_m", "path_efficiency", "jerk_rms", "action_smoothness",
-           "oscillation_per_s", "idle_fraction", "actuator_effort", "hold_steps", "queries")
+           "chunk_boundary_jump_mean", "oscillation_per_s", "idle_fraction", "actuator_effort", "hold_steps",
+           "stale_skipped", "queries")
 
 
 def run_episode(env, policy, cfg: ExecutionConfig, seed: int, task_kwargs: dict) -> dict:
@@ -105,9 +106,8 @@ def main() -> None:
     print("|" + "---|" * (3 + len(COLUMNS)))
     try:
         for timing in args.timings.split(","):
-            for ms in (float(x) for x in args.latencies.split(",")):
-                if timing == "synchronous" and ms > 0:
-                    continue  # synchronous ignores latency: one reference row
+            # synchronous ignores latency: one reference row
+            for ms in [0.0] if timing == "synchronous" else [float(x) for x in args.latencies.split(",")]:
                 cfg = ExecutionConfig(timing=timing, latency=LatencyConfig(source="fixed", ms=ms))
                 rows = [run_episode(env, policy, cfg, seed, {}) for seed in range(args.episodes)]
                 cells = [f"{np.mean([r['success'] for r in rows]):.2f}"]
