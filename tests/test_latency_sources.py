@@ -181,3 +181,16 @@ def test_build_latency_source_for_each_source(tmp_path):
     tr.reset(seed=0, task="t", episode_index=0)
     assert tr.next_ms() == 20.0
     assert isinstance(load_execution(None), ExecutionConfig) and load_execution(None).timing == "synchronous"
+
+
+def test_measured_profile_rows_round_trip(tmp_path):
+    walls = list(np.random.default_rng(0).lognormal(np.log(50), 0.1, size=200))
+    entry = ls.measured_entry("pi0", "cpu2", 1, walls, "measured in a test")
+    assert entry.ms == pytest.approx(np.mean(walls)) and entry.p95_ms == pytest.approx(np.percentile(walls, 95))
+    assert ls.measured_entry("pi0", "cpu2", 2, [10.0, 10.0, 10.0], "flat").p95_ms == pytest.approx(10.0)
+    wide = ls.measured_entry("x", "cpu2", 1, [1.0] * 50 + [1000.0], "one outlier")  # p95 1 ms < mean 20.6
+    assert wide.p95_ms is None  # no log-normal has that mean and p95: fixed at the mean
+    path = ls.save_profile([entry, wide], tmp_path / "p.json", about="test")
+    assert ls.load_profile(str(path)) == [entry, wide]
+    with pytest.raises(ValueError, match="non-empty"):
+        ls.measured_entry("x", "cpu", 1, [], "none")

@@ -256,6 +256,37 @@ def load_profile(name_or_path: str) -> list[ProfileEntry]:
     return out
 
 
+def save_profile(entries: list[ProfileEntry], path: str | os.PathLike, about: str = "") -> Path:
+    """Write ``entries`` as a profile file (what ``benchmarks/policy_latency.py --profile-out`` does)."""
+    rows = []
+    for e in entries:
+        row = {"policy": e.policy, "hardware": e.hardware, "batch_size": e.batch_size, "ms": e.ms, "source": e.source}
+        if e.p95_ms is not None:
+            row["p95_ms"] = e.p95_ms
+        if e.note:
+            row["note"] = e.note
+        rows.append(row)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": PROFILE_FORMAT, "about": about, "entries": rows}, indent=1) + "\n",
+                    encoding="utf-8")
+    load_profile(str(path))  # what was written must load
+    return path
+
+
+def measured_entry(policy: str, hardware: str, batch_size: int, wall_ms: Sequence[float], source: str) -> ProfileEntry:
+    """A profile row from measured call times: the mean, and the p95 when a log-normal can carry both."""
+    x = np.asarray(wall_ms, dtype=np.float64)
+    if x.size == 0 or not np.all(np.isfinite(x) & (x > 0)):
+        raise ValueError("measured call times must be a non-empty list of finite numbers > 0")
+    mean, p95 = float(x.mean()), float(np.percentile(x, 95))
+    try:
+        lognormal_params(mean, p95)
+    except ValueError:
+        p95 = None  # too little or too much spread for a log-normal with this mean: fixed at the mean
+    return ProfileEntry(policy, hardware, int(batch_size), mean, source, p95, note=f"{x.size} calls")
+
+
 def profile_entry(entries: list[ProfileEntry], policy: str, hardware: str, batch_size: int = 1) -> ProfileEntry:
     """The row for ``policy`` x ``hardware`` x ``batch_size``; the error lists the rows there are."""
     for e in entries:
