@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import families
 import numpy as np
@@ -106,9 +107,24 @@ def measure(pol, batch_size: int, repeats: int, wrist: bool) -> dict[str, float]
         for k, v in result.info.get("timing_ms", {}).items():
             rows.setdefault(k, []).append(v)
     out = {k: statistics.median(v) for k, v in rows.items() if v}
+    out["wall_all"] = rows["wall"]  # type: ignore[assignment]  # every call, for --profile-out
     out.update({f"{k}_min": min(v) for k, v in rows.items() if v})
     out["denoise_steps"] = float(first.info.get("num_denoise_steps", 0))
     return out
+
+
+def write_profile(path: Path, hardware: str, results: dict[str, dict[int, dict[str, Any]]],
+                  sources: dict[str, tuple[Path, dict]], quantization: str) -> None:
+    """One row per (policy, B): mean and p95 of the measured act() calls (:mod:`vla_gym.latency_sources`)."""
+    from vla_gym.latency_sources import measured_entry, save_profile
+
+    stamp = time.strftime("%Y-%m-%d")
+    entries = [measured_entry(policy, hardware, b, r["wall_all"],
+                              f"benchmarks/policy_latency.py, {stamp}, checkpoint {sources[policy][0]}, "
+                              f"quantization {quantization}")
+               for policy, by_b in results.items() for b, r in by_b.items()]
+    save_profile(entries, path, about=f"act() wall times measured on {hardware}")
+    print(f"latency profile written: {path} ({len(entries)} rows)")
 
 
 def batch_table(results: dict[str, dict[int, dict[str, float]]], quantization: str) -> None:
@@ -211,7 +227,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--task", type=int, default=0)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--profile-out", type=Path, default=None,
+                        help="also write the act() times as a latency profile (execution.latency.source=profile)")
+    parser.add_argument("--hardware", default=None, help="the profile rows' hardware name (with --profile-out)")
     args = parser.parse_args(argv)
+    if args.profile_out is not None and not args.hardware:
+        parser.error("--profile-out needs --hardware (the name the rows are looked up by, e.g. rtx4090)")
 
     import torch
 
@@ -233,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
         pol = loaded[policy] = families.load(policy, ckpt, args.quantization, **extra)
         wrist = families.FAMILIES[policy].wrist
         results[policy] = {b: measure(pol, b, args.repeats, wrist) for b in sizes}
+    if args.profile_out is not None:
+        write_profile(args.profile_out, args.hardware, results, sources, args.quantization)
     batch_table(results, args.quantization)
     model_stage_table(results)
     settings = [s for s in args.weights.split(",") if s]

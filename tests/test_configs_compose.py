@@ -30,7 +30,8 @@ from vla_gym.policy import Policy
 from vla_gym.rollout import build_policy, make_env, resolve_scene_seed, resolve_tasks
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-COVERED_GROUPS = ("env", "policy", "quantization", "perturbation", "experiment", "tracker")
+COVERED_GROUPS = ("env", "policy", "quantization", "perturbation", "experiment", "tracker",
+                  "execution")  # execution: presets tested in tests/test_latency_sources.py (not yet in defaults)
 
 
 def options(group: str) -> list[str]:
