@@ -31,7 +31,7 @@ class ChunkConfig:
     """How action chunks are executed (see :mod:`vla_gym.chunking`)."""
 
     mode: Optional[str] = None
-    """``open_loop`` or ``temporal_ensemble``; null = the policy config's ``chunk_mode``."""
+    """``open_loop`` or ``temporal_ensemble``; null = the policy's declared ``Policy.execution.mode``."""
     replan_steps: Optional[int] = None
     k: float = 0.01
 
@@ -54,7 +54,7 @@ class SceneConfig:
     seeding: str = "reference"
     """``reference``: init state k in the reference evals' k-th scene; ``per_episode``: from the episode seed."""
     seed: Optional[int] = None
-    """S of ``env.seed(S)`` in the reference loop; null = the policy config's ``scene_seed``, else 0."""
+    """S of ``env.seed(S)`` in the reference loop; null = the policy class's ``reference_scene_seed``, else 0."""
 
 
 @dataclass
@@ -109,6 +109,9 @@ class RolloutConfig:
     """``"i/n"``: run only shard i of n of the planned episodes (round robin); merge with ``vla_gym.merge``."""
     retry_errors: bool = True
     """On resume, re-run episodes whose record has an ``error`` (earlier errors kept in ``extra.previous_errors``)."""
+    policy_version: Optional[str] = None
+    """What identifies the policy's weights when no checkpoint file does (e.g. the training step):
+    part of the run's fingerprint, so a run dir is never resumed with other weights."""
     output_dir: str = "rollouts/latest"
 
 

@@ -4,7 +4,7 @@
 seed, initial state, scene) or raises :class:`ConfigError` with one line saying what is wrong
 and how to fix it. Task and suite names come from the env's own suite -- the registered env's
 kwargs overridden by ``env.kwargs`` and ``perturbation.env_kwargs`` exactly as
-:func:`vla_gym.rollout.make_env` passes them -- so a LIBERO-PRO run
+:func:`vla_gym.build.make_env` passes them -- so a LIBERO-PRO run
 (``perturbation=libero_pro_with_mug``) lists, names and indexes the PRO suite's tasks, never
 the base suite's.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vla_gym.run_store import EpisodeKey, episode_key
+from vla_gym.records import EpisodeKey, episode_key
 
 DEFAULT_SCENE_SEED = 0
 """Scene seed S when neither ``scene.seed`` nor the policy declares one: OpenVLA/OFT's ``env.seed(0)``."""
@@ -95,7 +95,7 @@ def env_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """The env's constructor kwargs that name its suite/task: registered, then ``env.kwargs``, then the perturbation's."""
     import gymnasium as gym
 
-    import vla_gym  # noqa: F401  (registers the ids)
+    import vla_gym.envs  # noqa: F401  (registers the ids)
 
     try:
         spec = gym.spec(cfg.env.id)
@@ -233,35 +233,75 @@ def check_egl_devices(devices: Any) -> None:
                           "(MUJOCO_EGL_DEVICE_ID counts EGL devices, which may differ from CUDA's order)")
 
 
-def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
-    """Validate ``cfg`` and list its episodes; raises :class:`ConfigError` (one line) on any problem.
+MIN_IMAGE_SIDE = 16
+"""Smallest camera / video panel side accepted (smaller renders nothing a policy or a viewer can use)."""
+MAX_SEED = 2**32 - 1
+"""Episode seeds (``seed + e``) seed NumPy and the simulators: they must fit an unsigned 32-bit int."""
 
-    ``policy_cls`` (the policy class, or a built policy) supplies the declared reference scene seed.
+
+def _at_least(cfg: DictConfig, key: str, low: float, null_ok: bool = False, what: str = "") -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and null_ok:
+        return
+    if value is None or isinstance(value, bool) or float(value) < low or float(value) != float(value):
+        raise ConfigError(f"{key} must be >= {low:g}{' (or null ' + what + ')' if null_ok else ''}, got {value}")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Value checks the schema's types cannot express, for every key a run reads (one line each).
+
+    Runs before anything is fingerprinted or written, so a bad value never becomes part of a run
+    directory (which would then refuse the corrected command).
     """
+    from vla_gym.envs.base import RENDER_QUALITIES
     from vla_gym.envs.libero import SCENE_SEEDINGS
+    from vla_gym.policy import CHUNK_MODES
 
-    if cfg.scene.seeding not in SCENE_SEEDINGS:
-        raise ConfigError(f"scene.seeding must be one of {list(SCENE_SEEDINGS)}, got {cfg.scene.seeding!r}")
     n_eps = int(cfg.episodes_per_task)
     if n_eps < 1:
         raise ConfigError(f"episodes_per_task must be >= 1, got {n_eps}")
+    if not 0 <= int(cfg.seed) <= MAX_SEED - n_eps:
+        raise ConfigError(f"seed must be >= 0 and seed + episodes_per_task <= {MAX_SEED}, got seed={cfg.seed}")
+    if cfg.render_quality not in RENDER_QUALITIES:
+        raise ConfigError(f"render_quality must be one of {list(RENDER_QUALITIES)}, got {cfg.render_quality!r}")
+    if cfg.scene.seeding not in SCENE_SEEDINGS:
+        raise ConfigError(f"scene.seeding must be one of {list(SCENE_SEEDINGS)}, got {cfg.scene.seeding!r}")
+    _at_least(cfg, "scene.seed", 0, null_ok=True, what="for the policy's reference seed")
+    _at_least(cfg, "image_size", MIN_IMAGE_SIDE, null_ok=True, what="for the policy's size")
+    _at_least(cfg, "video.size", MIN_IMAGE_SIDE)
+    _at_least(cfg, "video.fps", 1)
+    _at_least(cfg, "video.max_per_task", 0)
+    if not str(cfg.video.camera).strip():
+        raise ConfigError("video.camera must name a camera (e.g. agentview), got an empty string")
+    if cfg.chunk.mode is not None and cfg.chunk.mode not in CHUNK_MODES:
+        raise ConfigError(f"chunk.mode must be one of {list(CHUNK_MODES)} (or null for the policy's), "
+                          f"got {cfg.chunk.mode!r}")
+    _at_least(cfg, "chunk.replan_steps", 1, null_ok=True, what="for the policy's default")
+    _at_least(cfg, "chunk.k", 0)
     strength = float(cfg.perturbation.strength)
     if not 0.0 <= strength <= 1.0:
         raise ConfigError(f"perturbation.strength must be in [0, 1], got {cfg.perturbation.strength}")
-    if cfg.max_steps is not None and int(cfg.max_steps) < 1:
-        raise ConfigError(f"max_steps must be >= 1 (or null for the suite's limit), got {cfg.max_steps}")
-    if int(cfg.video.max_per_task) < 0:
-        raise ConfigError(f"video.max_per_task must be >= 0, got {cfg.video.max_per_task}")
-    if int(cfg.get("num_envs", 1)) < 1:
-        raise ConfigError(f"num_envs must be >= 1, got {cfg.num_envs}")
+    if cfg.perturbation.name == "none" and strength != 0.0:
+        raise ConfigError(f"perturbation.strength applies only with a perturbation (perturbation=none here); "
+                          f"pick one, e.g. perturbation=action_noise perturbation.strength={strength:g}")
+    _at_least(cfg, "max_steps", 1, null_ok=True, what="for the suite's limit")
+    _at_least(cfg, "num_envs", 1)
     if cfg.get("worker_start_method", "spawn") not in ("spawn", "forkserver"):
         raise ConfigError(f"worker_start_method must be spawn or forkserver (fork would share robosuite's EGL state "
                           f"and the run-dir lock with the workers), got {cfg.worker_start_method!r}")
     if cfg.get("worker_timeout_s") is not None and float(cfg.worker_timeout_s) <= 0:
         raise ConfigError(f"worker_timeout_s must be > 0 (or null for no watchdog), got {cfg.worker_timeout_s}")
-    if cfg.get("batch_wait_ms") is not None and float(cfg.batch_wait_ms) < 0:
-        raise ConfigError(f"batch_wait_ms must be >= 0 (or null for the policy's), got {cfg.batch_wait_ms}")
+    _at_least(cfg, "batch_wait_ms", 0, null_ok=True, what="for the policy's")
     check_egl_devices(cfg.get("worker_egl_devices"))
+
+
+def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
+    """Validate ``cfg`` and list its episodes; raises :class:`ConfigError` (one line) on any problem.
+
+    ``policy_cls`` (the policy class, or a built policy) supplies the declared reference scene seed.
+    """
+    check_values(cfg)
+    n_eps = int(cfg.episodes_per_task)
     shard = parse_shard(cfg.get("shard"))
     check_policy_paths(cfg.policy)
     kind = str(cfg.env.kind)
