@@ -18,9 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+try:  # these tests build envs in this process (EGL/llvmpipe); triton's LLVM loaded after that segfaults,
+    import timm  # noqa: F401  # so the torch stack a later test may import is loaded first (as tests/policies do)
+except ImportError:
+    pass
+
 from tests.conftest import PYTHON
 from tests.test_rollout import LIFT, rollout
-from tests.test_run_store import compose_rollout
 from vla_gym.policies.replay import ReplayPolicy
 from vla_gym.results import EpisodeRecord
 
@@ -177,29 +181,8 @@ def test_the_guard_check_accepts_a_guarded_call(tmp_path):
 
 
 # ---------------------------------------------------------------------------- 4 + 7. validation
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["seed=-5"], "seed must be >= 0"),
-        (["render_quality=bogus"], "render_quality must be one of"),
-        (["video.size=0"], "video.size must be >= 16"),
-        (["video.fps=0"], "video.fps must be >= 1"),
-        (["image_size=0"], "image_size must be >= 16"),
-        (["chunk.replan_steps=0"], "chunk.replan_steps must be >= 1"),
-        (["chunk.mode=bogus"], "chunk.mode must be one of"),
-        (["chunk.k=-1"], "chunk.k must be >= 0"),
-        (["perturbation.strength=0.5"], "perturbation.strength applies only with a perturbation"),
-    ],
-)
-def test_every_key_is_validated_before_anything_starts(overrides, message):
-    from vla_gym.plan import ConfigError, plan_run
-
-    cfg = compose_rollout(["env=robosuite_lift", *overrides])
-    with pytest.raises(ConfigError) as e:
-        plan_run(cfg)
-    assert message in str(e.value) and "\n" not in str(e.value)
-
-
+# seed=-5, render_quality=bogus, video.size=0, chunk.*, strength without a perturbation: the cases of
+# tests/test_run_store.py::test_bad_configs_are_refused_in_one_line_before_anything_runs.
 @pytest.mark.parametrize("override", ["chunk.mode=bogus", "seed=-5"])
 def test_a_bad_value_is_one_line_without_a_traceback_and_the_fixed_command_then_runs(tmp_path, subprocess_env,
                                                                                      override):

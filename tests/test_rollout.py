@@ -136,7 +136,7 @@ def test_a_second_run_into_a_busy_dir_is_refused_while_the_first_runs(tmp_path, 
     ("overrides", "expected"),
     [
         (["episodes_per_task=0"], "error: episodes_per_task must be >= 1, got 0"),
-        (["tasks=5"], "error: tasks=5 does not apply to vla_gym/Lift"),
+        (["tasks=5"], "error: tasks=5 does not apply to vla_gym/RobosuiteLift-v1"),
         (["perturbation=action_noise", "perturbation.strength=2"], "error: perturbation.strength must be in [0, 1]"),
         (["policy=openvla", "policy.checkpoint=/no/such/checkpoint"],
          "error: policy.checkpoint: no such file or directory: /no/such/checkpoint"),

@@ -18,10 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 @dataclass
 class EnvConfig:
-    """Which env: a registered Gymnasium id and its family (``libero`` or ``robosuite``)."""
+    """Which env: a registered Gymnasium id (its family declares its suite: ``vla_gym.envs.suite``)."""
 
-    id: str = "vla_gym/libero_spatial"
-    kind: str = "libero"
+    id: str = "vla_gym/LiberoSpatial-v1"
+    kind: str = ""
+    """Informational label of the family (``libero``, ``robosuite``); the runner never reads it."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make`` (e.g. ``render_size``)."""
 

@@ -44,6 +44,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vla_gym.worker_protocol import Building, Close, Failed, Reset, ResetDone, Step, StepDone
+
 log = logging.getLogger("vla_gym.parallel")
 
 START_METHODS = ("spawn", "forkserver")
@@ -66,9 +68,9 @@ def _small_info(info: dict[str, Any]) -> dict[str, Any]:
 def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, egl_device: int | None) -> None:
     """Body of one env worker process: build envs lazily, run episodes on the parent's commands.
 
-    Commands: ``("reset", episode)`` -> ``("obs", obs, info, names, done, video)``;
-    ``("step", action)`` -> ``("obs", obs, reward, terminated, truncated, info, video)``;
-    ``("close",)``. Any exception -> ``("error", message)`` and the env is dropped.
+    Commands (:mod:`vla_gym.worker_protocol`): :class:`Reset` -> :class:`ResetDone` (after a
+    :class:`Building` notice when an env is built); :class:`Step` -> :class:`StepDone`;
+    :class:`Close`. Any exception -> :class:`Failed` and the env is dropped.
     """
     import signal
 
@@ -77,27 +79,28 @@ def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, 
         os.environ["MUJOCO_EGL_DEVICE_ID"] = str(egl_device)
     from omegaconf import OmegaConf
 
-    from vla_gym.rollout import make_env
+    from vla_gym.build import make_env
     from vla_gym.video import compose_frame, write_video
 
     cfg = OmegaConf.create(cfg_container)
     cameras = tuple(inputs.cameras)
     video_size = int(cfg.video.size)
     env, env_task = None, None
-    ep: dict[str, Any] = {}
+    ep: Reset | None = None
+    instruction = ""
     frames: list[np.ndarray] = []
     obs: dict[str, Any] = {}
     steps = 0
 
     def snapshot(status: str) -> None:
-        if ep.get("record_video"):
+        if ep is not None and ep.record_video:
             panels = [obs["images"][c] for c in cameras] + [env.render()]
-            frames.append(compose_frame(panels, ep["instruction"], video_size, footer=status))
+            frames.append(compose_frame(panels, instruction, video_size, footer=status))
 
     def finish(success: bool) -> str | None:
         if not frames:
             return None
-        rel = _video_rel(str(env.unwrapped.task_name), int(ep["episode_index"]), success)
+        rel = _video_rel(str(env.unwrapped.task_name), int(ep.episode_index), success)
         write_video(Path(out_dir) / rel, frames, fps=int(cfg.video.fps))
         frames.clear()
         return rel
@@ -107,40 +110,37 @@ def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, 
             msg = conn.recv()
         except (EOFError, OSError):
             break
-        cmd = msg[0]
-        if cmd == "close":
+        if isinstance(msg, Close):
             break
         try:
-            if cmd == "reset":
-                ep = dict(msg[1])
+            if isinstance(msg, Reset):
+                ep = msg
                 frames.clear()
-                if env is None or env_task != ep["task_index"]:
-                    conn.send(("building",))  # the parent's watchdog allows BUILD_TIMEOUT_S for this
+                if env is None or env_task != ep.task_index:
+                    conn.send(Building())  # the parent's watchdog allows BUILD_TIMEOUT_S for this
                     if env is not None:
                         env.close()
                         env = None
-                    env = make_env(cfg, ep["task_index"], inputs, record_video=bool(cfg.video.enabled),
-                                   scene_seed=ep["scene_seed"])
-                    env_task = ep["task_index"]
-                init_id = ep["init_state_id"]
-                options = {"init_state_id": init_id} if init_id is not None else None
-                obs, info = env.reset(seed=ep["seed"], options=options)
-                ep["instruction"] = obs["instruction"]
+                    env = make_env(cfg, ep.task_index, inputs, record_video=bool(cfg.video.enabled),
+                                   scene_seed=ep.scene_seed)
+                    env_task = ep.task_index
+                options = {"init_state_id": ep.init_state_id} if ep.init_state_id is not None else None
+                obs, info = env.reset(seed=ep.seed, options=options)
+                instruction = obs["instruction"]
                 steps = 0
                 snapshot("t=0")
                 done = bool(info.get("is_success", False))
                 names = (str(env.unwrapped.suite_name), str(env.unwrapped.task_name))
-                video = finish(True) if done else None
-                conn.send(("obs", obs, _small_info(info), names, done, video))
-            elif cmd == "step":
-                obs, reward, terminated, truncated, info = env.step(msg[1])
+                conn.send(ResetDone(obs, _small_info(info), names, done, finish(True) if done else None))
+            elif isinstance(msg, Step):
+                obs, reward, terminated, truncated, info = env.step(msg.action)
                 steps += 1
                 success = bool(info.get("is_success", False))
                 snapshot(f"t={steps}" + (" SUCCESS" if success else ""))
                 video = finish(success) if (terminated or truncated) else None
-                conn.send(("obs", obs, float(reward), bool(terminated), bool(truncated), _small_info(info), video))
+                conn.send(StepDone(obs, float(reward), bool(terminated), bool(truncated), _small_info(info), video))
             else:
-                raise ValueError(f"unknown worker command {cmd!r}")
+                raise ValueError(f"unknown worker command {type(msg).__name__}")
         except Exception as e:  # noqa: BLE001 - reported to the parent, which records the episode's error
             log.debug("worker episode failed:\n%s", traceback.format_exc())
             frames.clear()
@@ -151,7 +151,7 @@ def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, 
                     pass
             env, env_task = None, None
             try:
-                conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
+                conn.send(Failed(f"{type(e).__name__}: {e}", traceback.format_exc()))
             except (OSError, EOFError):
                 break
     if env is not None:
@@ -197,14 +197,14 @@ class _Worker:
                                 name=f"vla_gym-env-{slot}", daemon=True)
         self.proc.start()
         child.close()
-        self.pending: str | None = None  # "reset" | "step": a command awaiting its reply
+        self.pending: str | None = None  # "reset" | "step": the command awaiting its reply
         self.since = time.monotonic()  # when the pending command was sent (or the worker last reported)
         self.task: int | None = None  # the task of the env this worker holds (or is building)
         self.building = True  # starting (spawn + imports) or building an env: the long watchdog limit applies
 
-    def send(self, *msg: Any) -> None:
+    def send(self, msg: Reset | Step) -> None:
         self.conn.send(msg)
-        self.pending = msg[0]
+        self.pending = "reset" if isinstance(msg, Reset) else "step"
         self.since = time.monotonic()
 
     def kill(self) -> None:
@@ -216,7 +216,7 @@ class _Worker:
     def close(self) -> None:
         try:
             if self.proc.is_alive() and self.pending is None:
-                self.conn.send(("close",))
+                self.conn.send(Close())
                 self.proc.join(timeout=10)
         except (OSError, EOFError):
             pass
@@ -321,7 +321,7 @@ class EnvPool:
                     for stage, ms in call["info"].get("timing_ms", {}).items():
                         runs[slot].stage_ms.setdefault(str(stage), []).append(float(ms))
                 try:
-                    self.workers[slot].send("step", action)
+                    self.workers[slot].send(Step(action))
                 except (OSError, EOFError, BrokenPipeError):
                     self._died(slot, runs, done)
 
@@ -335,9 +335,9 @@ class EnvPool:
                 runs[slot] = EpisodeRun(ep, trajectory=Trajectory() if trajectories else None)
                 actor.reset(env_ids=[slot], seeds=[ep.seed])
                 try:
-                    w.send("reset", {"task_index": ep.task_index, "episode_index": ep.episode_index, "seed": ep.seed,
-                                     "init_state_id": ep.init_state_id, "record_video": ep.record_video,
-                                     "scene_seed": scene_seed})
+                    w.send(Reset(task_index=ep.task_index, episode_index=ep.episode_index, seed=ep.seed,
+                                 init_state_id=ep.init_state_id, record_video=ep.record_video,
+                                 scene_seed=scene_seed))
                 except (OSError, EOFError, BrokenPipeError):
                     self._died(slot, runs, done)
             if not runs:
@@ -365,29 +365,31 @@ class EnvPool:
                 except (EOFError, OSError):
                     self._died(slot, runs, done)
                     continue
-                if msg[0] == "building":  # progress notice, not a reply
+                if isinstance(msg, Building):  # progress notice, not a reply
                     w.building, w.since = True, time.monotonic()
                     continue
                 w.pending, w.building = None, False
                 run = runs[slot]
-                if msg[0] == "error":
+                if isinstance(msg, Failed):
                     log.error("episode %d of task %d failed in env worker %d:\n%s", run.episode.episode_index,
-                              run.episode.task_index, slot, msg[2])
-                    done(slot, msg[1])
+                              run.episode.task_index, slot, msg.traceback)
+                    done(slot, msg.error)
                     continue
-                if len(msg) == 6:  # reply to reset
-                    _, obs, info, run.names, finished, run.video = msg
+                obs, info, run.video = msg.obs, msg.info, msg.video
+                if isinstance(msg, ResetDone):
+                    run.names, finished = msg.names, msg.done
                     run.instruction = obs["instruction"]
                     if run.trajectory is not None:
                         run.trajectory.observe(obs)
-                else:
-                    _, obs, reward, terminated, truncated, info, run.video = msg
+                elif isinstance(msg, StepDone):
                     run.steps += 1
-                    run.sum_reward += reward
-                    finished = terminated or truncated
+                    run.sum_reward += msg.reward
+                    finished = msg.terminated or msg.truncated
                     if run.trajectory is not None:
                         action, queried = run.last_action
-                        run.trajectory.step(action, queried, reward, bool(info.get("is_success", False)), obs)
+                        run.trajectory.step(action, queried, msg.reward, bool(info.get("is_success", False)), obs)
+                else:
+                    raise TypeError(f"env worker {slot} sent an unknown message {type(msg).__name__}")
                 run.success = bool(info.get("is_success", False))
                 run.init_state_id = info.get("init_state_id", run.episode.init_state_id)
                 if finished:

@@ -418,7 +418,7 @@ def _run_in_process(cfg: DictConfig, plan: Plan, pending: list[PlannedEpisode], 
             try:
                 if env is None:
                     env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled),
-                                   scene_seed=scene_seed)
+                                   scene_seed=scene_seed, suite=plan.env)
                     instruction = env.unwrapped.instruction
                 # names from the env itself (a LIBERO-PRO suite's, not the base suite's)
                 names = (str(env.unwrapped.suite_name), str(env.unwrapped.task_name))

@@ -64,10 +64,17 @@ def outcome_config(cfg: Any) -> dict[str, Any]:
     """The outcome-changing subtree of a rollout config (:data:`OUTCOME_KEYS`), resolved, as plain data."""
     from omegaconf import OmegaConf
 
+    from vla_gym.envs import DEPRECATED_IDS
+
     out = {}
     for k in OUTCOME_KEYS:
         v = cfg.get(k) if hasattr(cfg, "get") else getattr(cfg, k, None)
         out[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    legacy = {new: old for old, new in DEPRECATED_IDS.items()}
+    env = out.get("env")
+    if isinstance(env, dict) and env.get("id") in legacy:
+        # v1 ids are the same envs under new names: fingerprinted as before, so earlier run dirs resume
+        out["env"] = {**env, "id": legacy[env["id"]]}
     return json.loads(json.dumps(out, sort_keys=True, default=str))  # plain JSON types, as run.json holds them
 
 
