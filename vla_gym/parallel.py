@@ -1,8 +1,11 @@
-"""Parallel envs for one batched policy: ``num_envs`` env worker processes fed from the episode queue.
+"""The one episode loop: ``num_envs`` envs fed from the episode queue, one batched policy call per step.
 
-The policy stays in the parent; each worker process owns one env (rebuilt when the task
-changes) and runs whole episodes on command: ``reset`` an episode, ``step`` an action, and
-at the episode's end write its video. The parent (:class:`EnvPool`) keeps the planned
+The policy stays in the parent; each env is an :class:`~vla_gym.env_host.EnvHost` (rebuilt
+when the task changes) that runs whole episodes on typed commands
+(:mod:`vla_gym.worker_protocol`): ``Reset`` an episode, ``Step`` an action, and at the
+episode's end write its video. With ``num_envs > 1`` each host lives in a worker process behind
+a pipe; with ``num_envs = 1`` (:meth:`EnvPool.in_process`) the one host is called directly, so
+the in-process and the worker paths are the same loop. The parent (:class:`EnvPool`) keeps the planned
 episodes in a queue and hands the next one to a worker the moment its episode ends, so no
 worker waits for a slower one to finish its episode and no auto-reset episode is wasted.
 
@@ -39,11 +42,11 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from vla_gym.env_host import EnvHost
 from vla_gym.worker_protocol import Building, Close, Failed, Reset, ResetDone, Step, StepDone
 
 log = logging.getLogger("vla_gym.parallel")
@@ -52,25 +55,14 @@ START_METHODS = ("spawn", "forkserver")
 BUILD_TIMEOUT_S = 600.0
 """Watchdog limit while a worker starts (spawn + imports) or builds an env: on a loaded machine
 that takes tens of seconds, so ``worker_timeout_s`` (meant for steps and resets) does not apply."""
-INFO_KEYS = ("is_success", "init_state_id")
-"""The part of an env's ``info`` the worker sends back (all the runner reads)."""
 
 
 # ---------------------------------------------------------------------------- worker side
-def _video_rel(task_name: str, episode_index: int, success: bool) -> str:
-    return f"videos/{task_name}/ep{episode_index:03d}_{'success' if success else 'failure'}.mp4"
-
-
-def _small_info(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: info[k] for k in INFO_KEYS if k in info}
-
-
 def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, egl_device: int | None) -> None:
-    """Body of one env worker process: build envs lazily, run episodes on the parent's commands.
+    """Body of one env worker process: an :class:`~vla_gym.env_host.EnvHost` behind a pipe.
 
-    Commands (:mod:`vla_gym.worker_protocol`): :class:`Reset` -> :class:`ResetDone` (after a
-    :class:`Building` notice when an env is built); :class:`Step` -> :class:`StepDone`;
-    :class:`Close`. Any exception -> :class:`Failed` and the env is dropped.
+    Commands (:mod:`vla_gym.worker_protocol`) arrive one at a time; every reply the host gives is
+    sent back; :class:`Close` (or a closed pipe) ends the process.
     """
     import signal
 
@@ -79,32 +71,7 @@ def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, 
         os.environ["MUJOCO_EGL_DEVICE_ID"] = str(egl_device)
     from omegaconf import OmegaConf
 
-    from vla_gym.build import make_env
-    from vla_gym.video import compose_frame, write_video
-
-    cfg = OmegaConf.create(cfg_container)
-    cameras = tuple(inputs.cameras)
-    video_size = int(cfg.video.size)
-    env, env_task = None, None
-    ep: Reset | None = None
-    instruction = ""
-    frames: list[np.ndarray] = []
-    obs: dict[str, Any] = {}
-    steps = 0
-
-    def snapshot(status: str) -> None:
-        if ep is not None and ep.record_video:
-            panels = [obs["images"][c] for c in cameras] + [env.render()]
-            frames.append(compose_frame(panels, instruction, video_size, footer=status))
-
-    def finish(success: bool) -> str | None:
-        if not frames:
-            return None
-        rel = _video_rel(str(env.unwrapped.task_name), int(ep.episode_index), success)
-        write_video(Path(out_dir) / rel, frames, fps=int(cfg.video.fps))
-        frames.clear()
-        return rel
-
+    host = EnvHost.from_config(OmegaConf.create(cfg_container), inputs, out_dir)
     while True:
         try:
             msg = conn.recv()
@@ -113,49 +80,11 @@ def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, 
         if isinstance(msg, Close):
             break
         try:
-            if isinstance(msg, Reset):
-                ep = msg
-                frames.clear()
-                if env is None or env_task != ep.task_index:
-                    conn.send(Building())  # the parent's watchdog allows BUILD_TIMEOUT_S for this
-                    if env is not None:
-                        env.close()
-                        env = None
-                    env = make_env(cfg, ep.task_index, inputs, record_video=bool(cfg.video.enabled),
-                                   scene_seed=ep.scene_seed)
-                    env_task = ep.task_index
-                options = {"init_state_id": ep.init_state_id} if ep.init_state_id is not None else None
-                obs, info = env.reset(seed=ep.seed, options=options)
-                instruction = obs["instruction"]
-                steps = 0
-                snapshot("t=0")
-                done = bool(info.get("is_success", False))
-                names = (str(env.unwrapped.suite_name), str(env.unwrapped.task_name))
-                conn.send(ResetDone(obs, _small_info(info), names, done, finish(True) if done else None))
-            elif isinstance(msg, Step):
-                obs, reward, terminated, truncated, info = env.step(msg.action)
-                steps += 1
-                success = bool(info.get("is_success", False))
-                snapshot(f"t={steps}" + (" SUCCESS" if success else ""))
-                video = finish(success) if (terminated or truncated) else None
-                conn.send(StepDone(obs, float(reward), bool(terminated), bool(truncated), _small_info(info), video))
-            else:
-                raise ValueError(f"unknown worker command {type(msg).__name__}")
-        except Exception as e:  # noqa: BLE001 - reported to the parent, which records the episode's error
-            log.debug("worker episode failed:\n%s", traceback.format_exc())
-            frames.clear()
-            if env is not None:
-                try:
-                    env.close()
-                except Exception:  # noqa: BLE001 - a broken sim may fail to close too
-                    pass
-            env, env_task = None, None
-            try:
-                conn.send(Failed(f"{type(e).__name__}: {e}", traceback.format_exc()))
-            except (OSError, EOFError):
-                break
-    if env is not None:
-        env.close()
+            for reply in host.handle(msg):
+                conn.send(reply)
+        except (OSError, EOFError):
+            break
+    host.close()
     conn.close()
 
 
@@ -189,6 +118,10 @@ class EpisodeRun:
 
 
 class _Worker:
+    """An env worker process and the pipe to it."""
+
+    local = False
+
     def __init__(self, ctx, slot: int, cfg_container: dict, inputs: Any, out_dir: str,
                  egl_device: int | None) -> None:
         self.slot = slot
@@ -207,6 +140,9 @@ class _Worker:
         self.pending = "reset" if isinstance(msg, Reset) else "step"
         self.since = time.monotonic()
 
+    def recv(self) -> Any:
+        return self.conn.recv()
+
     def kill(self) -> None:
         if self.proc.is_alive():
             self.proc.kill()
@@ -221,6 +157,34 @@ class _Worker:
         except (OSError, EOFError):
             pass
         self.kill()
+
+
+class _LocalSlot:
+    """An :class:`EnvHost` in this process (``num_envs = 1``): replies are ready as soon as a command is sent."""
+
+    local = True
+    proc = None
+
+    def __init__(self, host: EnvHost) -> None:
+        self.host = host
+        self.replies: deque = deque()
+        self.pending: str | None = None
+        self.since = time.monotonic()
+        self.task: int | None = None
+        self.building = False
+
+    def send(self, msg: Reset | Step) -> None:
+        self.pending = "reset" if isinstance(msg, Reset) else "step"
+        self.since = time.monotonic()
+        self.replies.extend(self.host.handle(msg))
+
+    def recv(self) -> Any:
+        return self.replies.popleft()
+
+    def kill(self) -> None:
+        self.host.close()
+
+    close = kill
 
 
 Finished = Callable[..., None]
@@ -241,11 +205,17 @@ class EnvPool:
         batch_wait_s: How long an env that needs a chunk waits for envs still mid-step, to share one
             policy call (None: until they reply -- lockstep batching, what a GPU model wants; 0: never,
             what a cheap policy wants: waiting only makes each env as slow as the slowest).
+        hosts: Env hosts to drive in this process instead of worker processes (``num_envs = 1``:
+            :meth:`in_process`); ``cfg`` and the process options are then unused.
     """
 
     def __init__(self, cfg: dict[str, Any], inputs: Any, out_dir: str | os.PathLike, num_envs: int, *,
                  start_method: str = "spawn", timeout_s: float | None = None,
-                 egl_devices: list[int] | None = None, batch_wait_s: float | None = None) -> None:
+                 egl_devices: list[int] | None = None, batch_wait_s: float | None = None,
+                 hosts: list[EnvHost] | None = None) -> None:
+        self.hosts = hosts
+        if hosts is not None:
+            num_envs = len(hosts)
         if start_method not in START_METHODS:
             raise ValueError(f"worker_start_method must be one of {START_METHODS} (never fork), got {start_method!r}")
         self.ctx = mp.get_context(start_method)
@@ -257,7 +227,16 @@ class EnvPool:
         self.workers: list[_Worker | None] = [None] * self.num_envs
         self.restarts = 0
 
-    def _start(self, slot: int) -> _Worker:
+    @classmethod
+    def in_process(cls, host: EnvHost, batch_wait_s: float | None = None) -> EnvPool:
+        """One env, in this process: the same loop as the workers', without a pipe."""
+        return cls({}, None, "", 1, hosts=[host], batch_wait_s=batch_wait_s)
+
+    def _start(self, slot: int) -> _Worker | _LocalSlot:
+        if self.hosts is not None:
+            w: Any = _LocalSlot(self.hosts[slot])
+            self.workers[slot] = w
+            return w
         egl = self.egl_devices[slot % len(self.egl_devices)] if self.egl_devices else None
         w = _Worker(self.ctx, slot, self.cfg, self.inputs, self.out_dir, egl)
         self.workers[slot] = w
@@ -349,19 +328,21 @@ class EnvPool:
                 need.clear()
                 act(batch)
                 continue
-            waiting = {self.workers[s].conn: s for s in runs if self.workers[s] is not None and self.workers[s].pending}
-            if not waiting:
-                continue
-            timeout = self._wait_timeout()
-            if need and self.batch_wait_s is not None:
-                left = max(0.0, need_since + self.batch_wait_s - time.monotonic())
-                timeout = left if timeout is None else min(timeout, left)
-            ready = wait(list(waiting), timeout=timeout)
-            for conn in ready:
-                slot = waiting[conn]
+            busy = [s for s in runs if self.workers[s] is not None and self.workers[s].pending]
+            ready = [s for s in busy if self.workers[s].local and self.workers[s].replies]
+            if not ready:  # replies of worker processes: wait on their pipes
+                waiting = {self.workers[s].conn: s for s in busy if not self.workers[s].local}
+                if not waiting:
+                    continue
+                timeout = self._wait_timeout()
+                if need and self.batch_wait_s is not None:
+                    left = max(0.0, need_since + self.batch_wait_s - time.monotonic())
+                    timeout = left if timeout is None else min(timeout, left)
+                ready = [waiting[conn] for conn in wait(list(waiting), timeout=timeout)]
+            for slot in ready:
                 w = self.workers[slot]
                 try:
-                    msg = conn.recv()
+                    msg = w.recv()
                 except (EOFError, OSError):
                     self._died(slot, runs, done)
                     continue
@@ -433,8 +414,10 @@ class EnvPool:
         now = time.monotonic()
         for slot in list(runs):
             w = self.workers[slot]
-            limit = max(self.timeout_s, BUILD_TIMEOUT_S) if w is not None and w.building else self.timeout_s
-            if w is not None and w.pending and now - w.since > limit:
+            if w is None or w.local:  # an env in this process cannot be killed and replaced
+                continue
+            limit = max(self.timeout_s, BUILD_TIMEOUT_S) if w.building else self.timeout_s
+            if w.pending and now - w.since > limit:
                 log.error("env worker %d made no progress for %.1f s (%s); killing it", slot, now - w.since, w.pending)
                 what = "start/env build" if w.building else w.pending
                 self._replace(slot)

@@ -11,9 +11,9 @@ Re-running into the same output directory resumes: finished episodes are skipped
 are retried (``retry_errors``). A crash inside one episode (e.g. MuJoCo instability) is recorded
 as that episode's ``error`` and the run goes on with a fresh env.
 
-``num_envs=1`` runs the episodes here, one after another; ``num_envs > 1`` runs them in env
-worker processes (:mod:`vla_gym.parallel`) with one batched policy call per step, to the same
-records. ``shard=i/n`` runs one shard of the plan. :func:`evaluate` is the in-process entry
+There is one episode loop (:class:`vla_gym.parallel.EnvPool`, the env side in
+:mod:`vla_gym.env_host`): ``num_envs=1`` drives one env in this process, ``num_envs > 1`` env
+worker processes with one batched policy call per step, to the same records. ``shard=i/n`` runs one shard of the plan. :func:`evaluate` is the in-process entry
 point (the CLI is a thin Hydra layer over :func:`run`, as is it).
 """
 
@@ -35,13 +35,15 @@ from omegaconf import DictConfig, OmegaConf
 from vla_gym.build import batch_wait_ms, build_policy, chunk_execution, make_env, policy_class
 from vla_gym.build import policy_class as _policy_class  # noqa: F401  (old private name, used by tests)
 from vla_gym.chunking import ChunkedActor
+from vla_gym.env_host import EnvHost
+from vla_gym.parallel import EnvPool
 from vla_gym.config import CONFIG_MODULE, check_overrides, register_configs
 from vla_gym.plan import (
     DEFAULT_SCENE_SEED, ConfigError, Plan, PlannedEpisode, plan_run, resolve_scene_seed, resolve_tasks,
 )
 from vla_gym.policy import Policy
 from vla_gym.results import EpisodeRecord, atomic_write_text
-from vla_gym.trajectory import Trajectory, trajectory_rel
+from vla_gym.trajectory import trajectory_rel
 from vla_gym.weights import weights_identity
 from vla_gym.run_store import EPISODES_FILE, RESULTS_FILE, RUN_FILE, RunStore, RunStoreError, outcome_config
 
@@ -56,53 +58,32 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- episodes
 def run_episode(env, actor: ChunkedActor, *, seed: int, init_state_id: int | None, record_video: bool,
-                video_size: int, cameras: tuple[str, ...],
+                video_size: int, cameras: tuple[str, ...], fps: int = 20,
                 trajectory: Any = None) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Run one episode of env 0 of ``actor``; return its measurements and (if recording) the video frames.
+    """Run one episode of a built ``env`` with env 0 of ``actor``, through the runner's one loop.
 
-    ``trajectory`` (a :class:`vla_gym.trajectory.Trajectory`) is filled step by step when given.
+    Returns the episode's measurements and (if recording) its video frames; ``trajectory`` (a
+    :class:`vla_gym.trajectory.Trajectory`) is filled when given. An error in the episode is raised.
     """
-    from vla_gym.video import compose_frame
+    from types import SimpleNamespace
 
-    options = {"init_state_id": init_state_id} if init_state_id is not None else None
-    obs, info = env.reset(seed=seed, options=options)
-    actor.reset(env_ids=[0], seeds=[seed])
-    instruction = obs["instruction"]
-    frames: list[np.ndarray] = []
-    latencies: list[float] = []
-    stage_ms: dict[str, list[float]] = {}
-    steps, total_reward, success = 0, 0.0, bool(info.get("is_success", False))
+    from vla_gym.env_host import EnvHost
+    from vla_gym.parallel import EnvPool
 
-    def snapshot(status: str) -> None:
-        if record_video:
-            panels = [obs["images"][c] for c in cameras] + [env.render()]
-            frames.append(compose_frame(panels, instruction, video_size, footer=status))
+    host = EnvHost(lambda task_index, scene_seed: env, cameras, video_size, fps, out_dir=None, owns_env=False)
+    done: dict[str, Any] = {}
 
-    snapshot("t=0")
+    def on_done(ep, res, error, video, names, wall_s, traj) -> None:
+        done.update(res=res, error=error, traj=traj)
+
+    ep = SimpleNamespace(task_index=0, episode_index=0, seed=seed, init_state_id=init_state_id,
+                         record_video=record_video)
+    EnvPool.in_process(host).run([ep], actor, 0, on_done, trajectories=trajectory is not None)
+    if done["error"] is not None:
+        raise RuntimeError(done["error"])
     if trajectory is not None:
-        trajectory.observe(obs)
-    terminated = truncated = success
-    while not (terminated or truncated):
-        action = actor.step({0: obs})[0]
-        if actor.last_call is not None:
-            latencies.append(actor.last_call["wall_ms"])
-            for stage, ms in actor.last_call["info"].get("timing_ms", {}).items():
-                stage_ms.setdefault(str(stage), []).append(float(ms))
-        obs, reward, terminated, truncated, info = env.step(action)
-        steps += 1
-        total_reward += float(reward)
-        success = bool(info.get("is_success", False))
-        if trajectory is not None:
-            trajectory.step(action, actor.last_call is not None, reward, success, obs)
-        snapshot(f"t={steps}" + (" SUCCESS" if success else ""))
-    lat = np.asarray(latencies) if latencies else np.zeros(1)
-    result = dict(
-        instruction=instruction, success=success, steps=steps, sum_reward=total_reward,
-        latency_ms_mean=float(lat.mean()), latency_ms_p95=float(np.percentile(lat, 95)),
-        policy_queries=len(latencies), init_state_id=info.get("init_state_id", init_state_id),
-        policy_timing_ms={stage: float(np.mean(v)) for stage, v in stage_ms.items()},
-    )
-    return result, frames
+        trajectory.__dict__.update(done["traj"].__dict__)
+    return done["res"], host.last_frames
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -385,60 +366,22 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
         n_err = sum(r.error is not None for r in store.records)
         bar.set_postfix(success=f"{n_ok}/{len(store.records)}", errors=n_err)
 
-    num_envs = min(int(cfg.num_envs), len(pending))
-    try:
+    num_envs = max(1, min(int(cfg.num_envs), len(pending)))
+    wait_s = None if wait_ms is None else wait_ms / 1e3
+    try:  # the one episode loop: N env workers, or (N = 1) one env in this process
         if num_envs > 1:
-            from vla_gym.parallel import EnvPool
-
             actor = ChunkedActor(policy, num_envs=num_envs, **chunk)
-            with EnvPool(OmegaConf.to_container(cfg, resolve=True), policy.inputs, out, num_envs,
-                         start_method=str(cfg.worker_start_method), timeout_s=cfg.worker_timeout_s,
-                         egl_devices=list(cfg.worker_egl_devices) if cfg.worker_egl_devices else None,
-                         batch_wait_s=None if wait_ms is None else wait_ms / 1e3) as pool:
-                pool.run(pending, actor, scene_seed, on_done=store_episode,
-                         trajectories=bool(cfg.trajectory.enabled))
+            pool = EnvPool(OmegaConf.to_container(cfg, resolve=True), policy.inputs, out, num_envs,
+                           start_method=str(cfg.worker_start_method), timeout_s=cfg.worker_timeout_s,
+                           egl_devices=list(cfg.worker_egl_devices) if cfg.worker_egl_devices else None,
+                           batch_wait_s=wait_s)
         else:
-            _run_in_process(cfg, plan, pending, policy, actor, scene_seed, out, store_episode)
+            pool = EnvPool.in_process(EnvHost.from_config(cfg, policy.inputs, out), batch_wait_s=wait_s)
+        with pool:
+            pool.run(pending, actor, scene_seed, on_done=store_episode, trajectories=bool(cfg.trajectory.enabled))
     finally:
         bar.close()
     return store.write_results(meta)
-
-
-def _run_in_process(cfg: DictConfig, plan: Plan, pending: list[PlannedEpisode], policy: Policy,
-                    actor: ChunkedActor, scene_seed: int, out: Path, store_episode: Any) -> None:
-    """``num_envs=1``: the episodes one after another in this process, one env per task."""
-    from vla_gym.video import write_video
-
-    for task_index in plan.tasks:
-        env, instruction = None, ""
-        for ep in (e for e in pending if e.task_index == task_index):
-            t0 = time.perf_counter()
-            error, frames, res, names = None, [], {}, None
-            traj = Trajectory() if cfg.trajectory.enabled else None
-            try:
-                if env is None:
-                    env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled),
-                                   scene_seed=scene_seed, suite=plan.env)
-                    instruction = env.unwrapped.instruction
-                # names from the env itself (a LIBERO-PRO suite's, not the base suite's)
-                names = (str(env.unwrapped.suite_name), str(env.unwrapped.task_name))
-                res, frames = run_episode(env, actor, seed=ep.seed, init_state_id=ep.init_state_id,
-                                          record_video=ep.record_video, video_size=int(cfg.video.size),
-                                          cameras=tuple(policy.inputs.cameras), trajectory=traj)
-            except Exception as e:  # noqa: BLE001 - one broken episode must not end the run
-                error, res = f"{type(e).__name__}: {e}", {"instruction": instruction}
-                log.error("episode %d of task %d failed:\n%s", ep.episode_index, task_index, traceback.format_exc())
-                if env is not None:
-                    env.close()
-                env = None  # a crashed simulator is rebuilt for the next episode
-            video_rel = None
-            if frames:
-                outcome = "success" if res.get("success") else "failure"
-                video_rel = f"videos/{(names or (None, ep.task))[1]}/ep{ep.episode_index:03d}_{outcome}.mp4"
-                write_video(out / video_rel, frames, fps=int(cfg.video.fps))
-            store_episode(ep, res, error, video_rel, names, time.perf_counter() - t0, traj)
-        if env is not None:
-            env.close()
 
 
 # ---------------------------------------------------------------------------- entry point
