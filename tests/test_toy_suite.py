@@ -38,3 +38,28 @@ def test_the_planner_reads_the_toy_suites_declaration():
     plan = plan_run(cfg)
     assert plan.suite == "toy" and plan.tasks == [0, 1] and plan.scene is None
     assert plan.task_names == {0: "reach_3", 1: "reach_5"}
+
+
+def test_the_toy_suite_gives_the_same_records_and_videos_in_process_and_in_workers(tmp_path, subprocess_env):
+    """The one loop: N = 1 (env in this process) and N = 2 (env worker processes) write the same episodes."""
+    import imageio.v2 as imageio
+    import numpy as np
+
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"n{n}"
+        rollout([f"hydra.searchpath=[file://{CONF}]", "env=toy", "policy=random", "policy.cameras=[agentview]",
+                 "policy.image_size=32", "episodes_per_task=2", "video.size=32", "trajectory.enabled=true",
+                 f"num_envs={n}", f"hydra.run.dir={out}"], subprocess_env, timeout=240)
+        volatile = {"wall_s", "latency_ms_mean", "latency_ms_p95"}
+        recs = [{k: v for k, v in json.loads(line).items() if k not in volatile}
+                for line in (out / "episodes.jsonl").read_text().splitlines()]
+        for r in recs:
+            r["extra"].pop("policy_timing_ms", None)
+        runs[n] = (out, sorted(recs, key=lambda r: (r["task_index"], r["episode_index"])))
+    (a, ra), (b, rb) = runs[1], runs[2]
+    assert ra == rb and len(ra) == 4
+    for r in ra:
+        assert (imageio.mimread(a / r["video"])[-1] == imageio.mimread(b / r["video"])[-1]).all()
+        ta, tb = (np.load(d / r["extra"]["trajectory"]) for d in (a, b))
+        assert sorted(ta.files) == sorted(tb.files) and all(np.array_equal(ta[k], tb[k]) for k in ta.files)

@@ -16,7 +16,7 @@ from typing import Any
 
 
 # ---------------------------------------------------------------------------- parent -> worker
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reset:
     """Start an episode: build the task's env if the worker holds another (or none), then reset it."""
 
@@ -28,25 +28,25 @@ class Reset:
     scene_seed: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """Execute one action in the worker's env."""
 
     action: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the env and exit."""
 
 
 # ---------------------------------------------------------------------------- worker -> parent
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Building:
     """The worker is building an env (slow: the parent's watchdog allows the build limit)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResetDone:
     """The first observation of an episode."""
 
@@ -58,11 +58,12 @@ class ResetDone:
     video: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepDone:
     """The result of one step."""
 
     obs: dict[str, Any]
+    """The observation after the step (the policy's next input)."""
     reward: float
     terminated: bool
     """Success (the env's own end of the episode)."""
@@ -73,7 +74,7 @@ class StepDone:
     """The episode's video path, once the episode ended and the video is written."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failed:
     """The command raised; the episode is an error."""
 
