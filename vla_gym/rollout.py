@@ -67,9 +67,6 @@ def run_episode(env, actor: ChunkedActor, *, seed: int, init_state_id: int | Non
     """
     from types import SimpleNamespace
 
-    from vla_gym.env_host import EnvHost
-    from vla_gym.parallel import EnvPool
-
     host = EnvHost(lambda task_index, scene_seed: env, cameras, video_size, fps, out_dir=None, owns_env=False)
     done: dict[str, Any] = {}
 
