@@ -187,7 +187,7 @@ def pixels(task: int, steps: int) -> None:
 
     frames, render_ms = {}, {}
     for size in (256, 224):
-        env = gym.make("vla_gym/libero_spatial", task=task, cameras=("agentview",), image_size=size)
+        env = gym.make("vla_gym/LiberoSpatial-v1", task=task, cameras=("agentview",), image_size=size)
         obs, _ = env.reset(seed=0)
         t = time.perf_counter()
         for _ in range(steps):

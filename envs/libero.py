@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vla_gym.envs.base import RobosuiteBackedEnv
+from vla_gym.envs.suite import DEFAULT_SCENE_SEED, SCENE_SEEDINGS, EnvSuite
 
 
 def _ensure_libero_config() -> None:
@@ -56,9 +57,8 @@ PRO_SUITES = tuple(
 )
 SUPPORTED_SUITES = BASE_SUITES + PRO_SUITES
 NUM_SETTLE_STEPS = 10
-SCENE_SEEDINGS = ("reference", "per_episode")
-DEFAULT_SCENE_SEED = 0
-"""``env.seed(0)``: what OpenVLA's and OpenVLA-OFT's LIBERO evals seed each task with (openpi: 7)."""
+DEFAULT_TASKS = (0, 1)
+"""``tasks: default`` of a LIBERO suite: its first two tasks."""
 
 
 class ReferenceSceneStream:
@@ -136,6 +136,14 @@ def task_names(suite: str) -> list[str]:
     return list(load_suite(suite).get_task_names())
 
 
+def num_init_states(suite: str, task_index: int) -> int:
+    """Number of fixed initial states of one task of ``suite`` (read from its init-states file)."""
+    try:
+        return len(load_suite(suite).get_task_init_states(task_index))
+    except (FileNotFoundError, OSError) as e:
+        raise ValueError(f"suite {suite!r} task {task_index} has no init states file: {e}") from None
+
+
 def resolve_task(suite: str, task: int | str) -> int:
     """Task index from an index or a task name; raises ``ValueError`` listing valid ones."""
     names = task_names(suite)
@@ -202,6 +210,17 @@ class LiberoEnv(RobosuiteBackedEnv):
         self.instruction = str(self.task.language) if suite in BASE_SUITES else self.bddl_instruction
         self.init_state_id: int | None = None
 
+    @classmethod
+    def describe(cls, suite: str = "libero_spatial", **_: Any) -> EnvSuite:
+        """What the planner needs to know about ``suite`` (no env is built; see :mod:`vla_gym.envs.suite`)."""
+        names = tuple(task_names(suite))
+        lib = load_suite(suite)
+        instructions = tuple(str(lib.get_task(i).language) for i in range(len(names))) if suite in BASE_SUITES else ()
+        return EnvSuite(name=suite, tasks=names, default_tasks=tuple(i for i in DEFAULT_TASKS if i < len(names)),
+                        max_episode_steps=max_episode_steps(suite), init_states=lambda t: num_init_states(suite, t),
+                        scene_seeding=True, default_scene_seed=DEFAULT_SCENE_SEED, task_kwarg="task",
+                        instructions=instructions)
+
     @property
     def num_init_states(self) -> int:
         """Number of fixed initial states of this task (50 for LIBERO)."""
@@ -266,21 +285,20 @@ class LiberoEnv(RobosuiteBackedEnv):
                 "bddl_instruction": self.bddl_instruction,
                 "suite": self.suite_name, "task": self.task_name, "task_index": self.task_index}
 
-    def _privileged_poses(self) -> dict[str, np.ndarray]:
+    def _per_object(self, of_body: Any, of_site: Any) -> dict[str, np.ndarray]:
+        """``of_body`` of every object body, then ``of_site`` of every object site that has one."""
         env = self._sim_env
-        poses = {name: self.body_pose(env.sim.model.body_id2name(bid)) for name, bid in env.obj_body_id.items()}
+        out = {name: of_body(env.sim.model.body_id2name(bid)) for name, bid in env.obj_body_id.items()}
         for name in env.object_sites_dict:
             with contextlib.suppress(Exception):
-                poses[name] = self.site_pose(name)
-        return poses
+                out[name] = of_site(name)
+        return out
+
+    def _privileged_poses(self) -> dict[str, np.ndarray]:
+        return self._per_object(self.body_pose, self.site_pose)
 
     def _privileged_boxes(self) -> dict[str, np.ndarray]:
-        env = self._sim_env
-        boxes = {name: self.body_aabb(env.sim.model.body_id2name(bid)) for name, bid in env.obj_body_id.items()}
-        for name in env.object_sites_dict:
-            with contextlib.suppress(Exception):
-                boxes[name] = self.site_aabb(name)
-        return boxes
+        return self._per_object(self.body_aabb, self.site_aabb)
 
     def _goal_description(self) -> str:
         goal = self._sim_env.parsed_problem["goal_state"]

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vla_gym.envs.base import RobosuiteBackedEnv, seeded_global_numpy
+from vla_gym.envs.suite import EnvSuite
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,13 @@ class RobosuiteEnv(RobosuiteBackedEnv):
         task: One of ``Lift``, ``Stack``, ``PickPlaceCan``, ``NutAssemblySquare``, ``Door``.
         **kwargs: Camera, size, render and privileged options of :class:`RobosuiteBackedEnv`.
     """
+
+    @classmethod
+    def describe(cls, task: str = "Lift", **_: Any) -> EnvSuite:
+        """One env = one task (index 0): no fixed initial states, no scene seeding."""
+        spec = resolve_robosuite_task(task)
+        return EnvSuite(name="robosuite", tasks=(task,), default_tasks=(0,), max_episode_steps=spec.max_episode_steps,
+                        instructions=(spec.instruction,))
 
     def __init__(self, task: str = "Lift", **kwargs: Any) -> None:
         self.spec_task = resolve_robosuite_task(task)

@@ -98,8 +98,10 @@ def test_a_crashing_episode_is_recorded_and_the_run_goes_on(tmp_path, subprocess
     actions = tmp_path / "actions.npy"
     np.save(actions, np.zeros((3, 7), dtype=np.float32))
     out = tmp_path / "run"
-    rollout([*LIFT, "policy=replay", f"policy.actions={actions}", "policy.hold_last=false",
-             "episodes_per_task=2", "max_steps=10", "video.enabled=false", f"hydra.run.dir={out}"], subprocess_env)
+    proc = rollout([*LIFT, "policy=replay", f"policy.actions={actions}", "policy.hold_last=false",
+                    "episodes_per_task=2", "max_steps=10", "video.enabled=false", f"hydra.run.dir={out}"],
+                   subprocess_env, check=False)
+    assert proc.returncode != 0 and "all 2 episodes errored" in proc.stderr  # every episode errored: non-zero
     records = load_records(out / "episodes.jsonl")
     assert [r.episode_index for r in records] == [0, 1]
     assert all(r.error and "IndexError" in r.error and not r.success for r in records)
@@ -134,7 +136,7 @@ def test_a_second_run_into_a_busy_dir_is_refused_while_the_first_runs(tmp_path, 
     ("overrides", "expected"),
     [
         (["episodes_per_task=0"], "error: episodes_per_task must be >= 1, got 0"),
-        (["tasks=5"], "error: tasks=5 does not apply to vla_gym/Lift"),
+        (["tasks=5"], "error: tasks=5 does not apply to vla_gym/RobosuiteLift-v1"),
         (["perturbation=action_noise", "perturbation.strength=2"], "error: perturbation.strength must be in [0, 1]"),
         (["policy=openvla", "policy.checkpoint=/no/such/checkpoint"],
          "error: policy.checkpoint: no such file or directory: /no/such/checkpoint"),
@@ -161,7 +163,8 @@ def test_errored_episodes_are_retried_on_resume_keeping_the_error(tmp_path, subp
     out = tmp_path / "run"
     args = [*LIFT, "policy=replay", f"policy.actions={actions}", "policy.hold_last=false", "episodes_per_task=2",
             "max_steps=6", "video.enabled=false", f"hydra.run.dir={out}"]
-    first = rollout(args, subprocess_env)
+    first = rollout(args, subprocess_env, check=False)
+    assert first.returncode != 0  # every episode errored
     assert [r.error is not None for r in load_records(out / "episodes.jsonl")] == [True, True]
     assert any(line.split()[:3] == ["task", "success", "errors"] for line in first.stdout.splitlines())
     np.save(actions, np.zeros((6, 7), dtype=np.float32))  # same config, the cause fixed

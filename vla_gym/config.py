@@ -18,10 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 @dataclass
 class EnvConfig:
-    """Which env: a registered Gymnasium id and its family (``libero`` or ``robosuite``)."""
+    """Which env: a registered Gymnasium id (its family declares its suite: ``vla_gym.envs.suite``)."""
 
-    id: str = "vla_gym/libero_spatial"
-    kind: str = "libero"
+    id: str = "vla_gym/LiberoSpatial-v1"
+    kind: str = ""
+    """Informational label of the family (``libero``, ``robosuite``); the runner never reads it."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make`` (e.g. ``render_size``)."""
 
@@ -31,7 +32,7 @@ class ChunkConfig:
     """How action chunks are executed (see :mod:`vla_gym.chunking`)."""
 
     mode: Optional[str] = None
-    """``open_loop`` or ``temporal_ensemble``; null = the policy config's ``chunk_mode``."""
+    """``open_loop`` or ``temporal_ensemble``; null = the policy's declared ``Policy.execution.mode``."""
     replan_steps: Optional[int] = None
     k: float = 0.01
 
@@ -54,7 +55,7 @@ class SceneConfig:
     seeding: str = "reference"
     """``reference``: init state k in the reference evals' k-th scene; ``per_episode``: from the episode seed."""
     seed: Optional[int] = None
-    """S of ``env.seed(S)`` in the reference loop; null = the policy config's ``scene_seed``, else 0."""
+    """S of ``env.seed(S)`` in the reference loop; null = the policy class's ``reference_scene_seed``, else 0."""
 
 
 @dataclass
@@ -111,6 +112,9 @@ class RolloutConfig:
     """``"i/n"``: run only shard i of n of the planned episodes (round robin); merge with ``vla_gym.merge``."""
     retry_errors: bool = True
     """On resume, re-run episodes whose record has an ``error`` (earlier errors kept in ``extra.previous_errors``)."""
+    policy_version: Optional[str] = None
+    """What identifies the policy's weights when no checkpoint file does (e.g. the training step):
+    part of the run's fingerprint, so a run dir is never resumed with other weights."""
     output_dir: str = "rollouts/latest"
 
 

@@ -1,8 +1,11 @@
-"""Parallel envs for one batched policy: ``num_envs`` env worker processes fed from the episode queue.
+"""The one episode loop: ``num_envs`` envs fed from the episode queue, one batched policy call per step.
 
-The policy stays in the parent; each worker process owns one env (rebuilt when the task
-changes) and runs whole episodes on command: ``reset`` an episode, ``step`` an action, and
-at the episode's end write its video. The parent (:class:`EnvPool`) keeps the planned
+The policy stays in the parent; each env is an :class:`~vla_gym.env_host.EnvHost` (rebuilt
+when the task changes) that runs whole episodes on typed commands
+(:mod:`vla_gym.worker_protocol`): ``Reset`` an episode, ``Step`` an action, and at the
+episode's end write its video. With ``num_envs > 1`` each host lives in a worker process behind
+a pipe; with ``num_envs = 1`` (:meth:`EnvPool.in_process`) the one host is called directly, so
+the in-process and the worker paths are the same loop. The parent (:class:`EnvPool`) keeps the planned
 episodes in a queue and hands the next one to a worker the moment its episode ends, so no
 worker waits for a slower one to finish its episode and no auto-reset episode is wasted.
 
@@ -39,10 +42,12 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from vla_gym.env_host import EnvHost
+from vla_gym.worker_protocol import Building, Close, Failed, Reset, ResetDone, Step, StepDone
 
 log = logging.getLogger("vla_gym.parallel")
 
@@ -50,25 +55,14 @@ START_METHODS = ("spawn", "forkserver")
 BUILD_TIMEOUT_S = 600.0
 """Watchdog limit while a worker starts (spawn + imports) or builds an env: on a loaded machine
 that takes tens of seconds, so ``worker_timeout_s`` (meant for steps and resets) does not apply."""
-INFO_KEYS = ("is_success", "init_state_id")
-"""The part of an env's ``info`` the worker sends back (all the runner reads)."""
 
 
 # ---------------------------------------------------------------------------- worker side
-def _video_rel(task_name: str, episode_index: int, success: bool) -> str:
-    return f"videos/{task_name}/ep{episode_index:03d}_{'success' if success else 'failure'}.mp4"
-
-
-def _small_info(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: info[k] for k in INFO_KEYS if k in info}
-
-
 def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, egl_device: int | None) -> None:
-    """Body of one env worker process: build envs lazily, run episodes on the parent's commands.
+    """Body of one env worker process: an :class:`~vla_gym.env_host.EnvHost` behind a pipe.
 
-    Commands: ``("reset", episode)`` -> ``("obs", obs, info, names, done, video)``;
-    ``("step", action)`` -> ``("obs", obs, reward, terminated, truncated, info, video)``;
-    ``("close",)``. Any exception -> ``("error", message)`` and the env is dropped.
+    Commands (:mod:`vla_gym.worker_protocol`) arrive one at a time; every reply the host gives is
+    sent back; :class:`Close` (or a closed pipe) ends the process.
     """
     import signal
 
@@ -77,85 +71,20 @@ def worker_main(conn, cfg_container: dict[str, Any], inputs: Any, out_dir: str, 
         os.environ["MUJOCO_EGL_DEVICE_ID"] = str(egl_device)
     from omegaconf import OmegaConf
 
-    from vla_gym.rollout import make_env
-    from vla_gym.video import compose_frame, write_video
-
-    cfg = OmegaConf.create(cfg_container)
-    cameras = tuple(inputs.cameras)
-    video_size = int(cfg.video.size)
-    env, env_task = None, None
-    ep: dict[str, Any] = {}
-    frames: list[np.ndarray] = []
-    obs: dict[str, Any] = {}
-    steps = 0
-
-    def snapshot(status: str) -> None:
-        if ep.get("record_video"):
-            panels = [obs["images"][c] for c in cameras] + [env.render()]
-            frames.append(compose_frame(panels, ep["instruction"], video_size, footer=status))
-
-    def finish(success: bool) -> str | None:
-        if not frames:
-            return None
-        rel = _video_rel(str(env.unwrapped.task_name), int(ep["episode_index"]), success)
-        write_video(Path(out_dir) / rel, frames, fps=int(cfg.video.fps))
-        frames.clear()
-        return rel
-
+    host = EnvHost.from_config(OmegaConf.create(cfg_container), inputs, out_dir)
     while True:
         try:
             msg = conn.recv()
         except (EOFError, OSError):
             break
-        cmd = msg[0]
-        if cmd == "close":
+        if isinstance(msg, Close):
             break
         try:
-            if cmd == "reset":
-                ep = dict(msg[1])
-                frames.clear()
-                if env is None or env_task != ep["task_index"]:
-                    conn.send(("building",))  # the parent's watchdog allows BUILD_TIMEOUT_S for this
-                    if env is not None:
-                        env.close()
-                        env = None
-                    env = make_env(cfg, ep["task_index"], inputs, record_video=bool(cfg.video.enabled),
-                                   scene_seed=ep["scene_seed"])
-                    env_task = ep["task_index"]
-                init_id = ep["init_state_id"]
-                options = {"init_state_id": init_id} if init_id is not None else None
-                obs, info = env.reset(seed=ep["seed"], options=options)
-                ep["instruction"] = obs["instruction"]
-                steps = 0
-                snapshot("t=0")
-                done = bool(info.get("is_success", False))
-                names = (str(env.unwrapped.suite_name), str(env.unwrapped.task_name))
-                video = finish(True) if done else None
-                conn.send(("obs", obs, _small_info(info), names, done, video))
-            elif cmd == "step":
-                obs, reward, terminated, truncated, info = env.step(msg[1])
-                steps += 1
-                success = bool(info.get("is_success", False))
-                snapshot(f"t={steps}" + (" SUCCESS" if success else ""))
-                video = finish(success) if (terminated or truncated) else None
-                conn.send(("obs", obs, float(reward), bool(terminated), bool(truncated), _small_info(info), video))
-            else:
-                raise ValueError(f"unknown worker command {cmd!r}")
-        except Exception as e:  # noqa: BLE001 - reported to the parent, which records the episode's error
-            log.debug("worker episode failed:\n%s", traceback.format_exc())
-            frames.clear()
-            if env is not None:
-                try:
-                    env.close()
-                except Exception:  # noqa: BLE001 - a broken sim may fail to close too
-                    pass
-            env, env_task = None, None
-            try:
-                conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
-            except (OSError, EOFError):
-                break
-    if env is not None:
-        env.close()
+            for reply in host.handle(msg):
+                conn.send(reply)
+        except (OSError, EOFError):
+            break
+    host.close()
     conn.close()
 
 
@@ -190,6 +119,10 @@ class EpisodeRun:
 
 
 class _Worker:
+    """An env worker process and the pipe to it."""
+
+    local = False
+
     def __init__(self, ctx, slot: int, cfg_container: dict, inputs: Any, out_dir: str,
                  egl_device: int | None) -> None:
         self.slot = slot
@@ -198,15 +131,18 @@ class _Worker:
                                 name=f"vla_gym-env-{slot}", daemon=True)
         self.proc.start()
         child.close()
-        self.pending: str | None = None  # "reset" | "step": a command awaiting its reply
+        self.pending: str | None = None  # "reset" | "step": the command awaiting its reply
         self.since = time.monotonic()  # when the pending command was sent (or the worker last reported)
         self.task: int | None = None  # the task of the env this worker holds (or is building)
         self.building = True  # starting (spawn + imports) or building an env: the long watchdog limit applies
 
-    def send(self, *msg: Any) -> None:
+    def send(self, msg: Reset | Step) -> None:
         self.conn.send(msg)
-        self.pending = msg[0]
+        self.pending = "reset" if isinstance(msg, Reset) else "step"
         self.since = time.monotonic()
+
+    def recv(self) -> Any:
+        return self.conn.recv()
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -217,11 +153,39 @@ class _Worker:
     def close(self) -> None:
         try:
             if self.proc.is_alive() and self.pending is None:
-                self.conn.send(("close",))
+                self.conn.send(Close())
                 self.proc.join(timeout=10)
         except (OSError, EOFError):
             pass
         self.kill()
+
+
+class _LocalSlot:
+    """An :class:`EnvHost` in this process (``num_envs = 1``): replies are ready as soon as a command is sent."""
+
+    local = True
+    proc = None
+
+    def __init__(self, host: EnvHost) -> None:
+        self.host = host
+        self.replies: deque = deque()
+        self.pending: str | None = None
+        self.since = time.monotonic()
+        self.task: int | None = None
+        self.building = False
+
+    def send(self, msg: Reset | Step) -> None:
+        self.pending = "reset" if isinstance(msg, Reset) else "step"
+        self.since = time.monotonic()
+        self.replies.extend(self.host.handle(msg))
+
+    def recv(self) -> Any:
+        return self.replies.popleft()
+
+    def kill(self) -> None:
+        self.host.close()
+
+    close = kill
 
 
 Finished = Callable[..., None]
@@ -242,11 +206,17 @@ class EnvPool:
         batch_wait_s: How long an env that needs a chunk waits for envs still mid-step, to share one
             policy call (None: until they reply -- lockstep batching, what a GPU model wants; 0: never,
             what a cheap policy wants: waiting only makes each env as slow as the slowest).
+        hosts: Env hosts to drive in this process instead of worker processes (``num_envs = 1``:
+            :meth:`in_process`); ``cfg`` and the process options are then unused.
     """
 
     def __init__(self, cfg: dict[str, Any], inputs: Any, out_dir: str | os.PathLike, num_envs: int, *,
                  start_method: str = "spawn", timeout_s: float | None = None,
-                 egl_devices: list[int] | None = None, batch_wait_s: float | None = None) -> None:
+                 egl_devices: list[int] | None = None, batch_wait_s: float | None = None,
+                 hosts: list[EnvHost] | None = None) -> None:
+        self.hosts = hosts
+        if hosts is not None:
+            num_envs = len(hosts)
         if start_method not in START_METHODS:
             raise ValueError(f"worker_start_method must be one of {START_METHODS} (never fork), got {start_method!r}")
         self.ctx = mp.get_context(start_method)
@@ -258,7 +228,16 @@ class EnvPool:
         self.workers: list[_Worker | None] = [None] * self.num_envs
         self.restarts = 0
 
-    def _start(self, slot: int) -> _Worker:
+    @classmethod
+    def in_process(cls, host: EnvHost, batch_wait_s: float | None = None) -> EnvPool:
+        """One env, in this process: the same loop as the workers', without a pipe."""
+        return cls({}, None, "", 1, hosts=[host], batch_wait_s=batch_wait_s)
+
+    def _start(self, slot: int) -> _Worker | _LocalSlot:
+        if self.hosts is not None:
+            w: Any = _LocalSlot(self.hosts[slot])
+            self.workers[slot] = w
+            return w
         egl = self.egl_devices[slot % len(self.egl_devices)] if self.egl_devices else None
         w = _Worker(self.ctx, slot, self.cfg, self.inputs, self.out_dir, egl)
         self.workers[slot] = w
@@ -323,7 +302,7 @@ class EnvPool:
                     for stage, ms in call["info"].get("timing_ms", {}).items():
                         runs[slot].stage_ms.setdefault(str(stage), []).append(float(ms))
                 try:
-                    self.workers[slot].send("step", action)
+                    self.workers[slot].send(Step(action))
                 except (OSError, EOFError, BrokenPipeError):
                     self._died(slot, runs, done)
 
@@ -337,9 +316,9 @@ class EnvPool:
                 runs[slot] = EpisodeRun(ep, trajectory=Trajectory() if trajectories else None)
                 actor.reset(env_ids=[slot], seeds=[ep.seed])
                 try:
-                    w.send("reset", {"task_index": ep.task_index, "episode_index": ep.episode_index, "seed": ep.seed,
-                                     "init_state_id": ep.init_state_id, "record_video": ep.record_video,
-                                     "scene_seed": scene_seed})
+                    w.send(Reset(task_index=ep.task_index, episode_index=ep.episode_index, seed=ep.seed,
+                                 init_state_id=ep.init_state_id, record_video=ep.record_video,
+                                 scene_seed=scene_seed))
                 except (OSError, EOFError, BrokenPipeError):
                     self._died(slot, runs, done)
             if not runs:
@@ -351,45 +330,49 @@ class EnvPool:
                 need.clear()
                 act(batch)
                 continue
-            waiting = {self.workers[s].conn: s for s in runs if self.workers[s] is not None and self.workers[s].pending}
-            if not waiting:
-                continue
-            timeout = self._wait_timeout()
-            if need and self.batch_wait_s is not None:
-                left = max(0.0, need_since + self.batch_wait_s - time.monotonic())
-                timeout = left if timeout is None else min(timeout, left)
-            ready = wait(list(waiting), timeout=timeout)
-            for conn in ready:
-                slot = waiting[conn]
+            busy = [s for s in runs if self.workers[s] is not None and self.workers[s].pending]
+            ready = [s for s in busy if self.workers[s].local and self.workers[s].replies]
+            if not ready:  # replies of worker processes: wait on their pipes
+                waiting = {self.workers[s].conn: s for s in busy if not self.workers[s].local}
+                if not waiting:
+                    continue
+                timeout = self._wait_timeout()
+                if need and self.batch_wait_s is not None:
+                    left = max(0.0, need_since + self.batch_wait_s - time.monotonic())
+                    timeout = left if timeout is None else min(timeout, left)
+                ready = [waiting[conn] for conn in wait(list(waiting), timeout=timeout)]
+            for slot in ready:
                 w = self.workers[slot]
                 try:
-                    msg = conn.recv()
+                    msg = w.recv()
                 except (EOFError, OSError):
                     self._died(slot, runs, done)
                     continue
-                if msg[0] == "building":  # progress notice, not a reply
+                if isinstance(msg, Building):  # progress notice, not a reply
                     w.building, w.since = True, time.monotonic()
                     continue
                 w.pending, w.building = None, False
                 run = runs[slot]
-                if msg[0] == "error":
+                if isinstance(msg, Failed):
                     log.error("episode %d of task %d failed in env worker %d:\n%s", run.episode.episode_index,
-                              run.episode.task_index, slot, msg[2])
-                    done(slot, msg[1])
+                              run.episode.task_index, slot, msg.traceback)
+                    done(slot, msg.error)
                     continue
-                if len(msg) == 6:  # reply to reset
-                    _, obs, info, run.names, finished, run.video = msg
+                obs, info, run.video = msg.obs, msg.info, msg.video
+                if isinstance(msg, ResetDone):
+                    run.names, finished = msg.names, msg.done
                     run.instruction = obs["instruction"]
                     if run.trajectory is not None:
                         run.trajectory.observe(obs)
-                else:
-                    _, obs, reward, terminated, truncated, info, run.video = msg
+                elif isinstance(msg, StepDone):
                     run.steps += 1
-                    run.sum_reward += reward
-                    finished = terminated or truncated
+                    run.sum_reward += msg.reward
+                    finished = msg.terminated or msg.truncated
                     if run.trajectory is not None:
                         action, queried = run.last_action
-                        run.trajectory.step(action, queried, reward, bool(info.get("is_success", False)), obs)
+                        run.trajectory.step(action, queried, msg.reward, bool(info.get("is_success", False)), obs)
+                else:
+                    raise TypeError(f"env worker {slot} sent an unknown message {type(msg).__name__}")
                 run.success = bool(info.get("is_success", False))
                 run.init_state_id = info.get("init_state_id", run.episode.init_state_id)
                 if finished:
@@ -433,8 +416,10 @@ class EnvPool:
         now = time.monotonic()
         for slot in list(runs):
             w = self.workers[slot]
-            limit = max(self.timeout_s, BUILD_TIMEOUT_S) if w is not None and w.building else self.timeout_s
-            if w is not None and w.pending and now - w.since > limit:
+            if w is None or w.local:  # an env in this process cannot be killed and replaced
+                continue
+            limit = max(self.timeout_s, BUILD_TIMEOUT_S) if w.building else self.timeout_s
+            if w.pending and now - w.since > limit:
                 log.error("env worker %d made no progress for %.1f s (%s); killing it", slot, now - w.since, w.pending)
                 what = "start/env build" if w.building else w.pending
                 self._replace(slot)

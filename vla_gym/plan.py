@@ -4,7 +4,7 @@
 seed, initial state, scene) or raises :class:`ConfigError` with one line saying what is wrong
 and how to fix it. Task and suite names come from the env's own suite -- the registered env's
 kwargs overridden by ``env.kwargs`` and ``perturbation.env_kwargs`` exactly as
-:func:`vla_gym.rollout.make_env` passes them -- so a LIBERO-PRO run
+:func:`vla_gym.build.make_env` passes them -- so a LIBERO-PRO run
 (``perturbation=libero_pro_with_mug``) lists, names and indexes the PRO suite's tasks, never
 the base suite's.
 """
@@ -17,13 +17,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vla_gym.run_store import EpisodeKey, episode_key
+from vla_gym.envs.suite import DEFAULT_SCENE_SEED, EnvSuite
+from vla_gym.records import EpisodeKey, episode_key
 
-DEFAULT_SCENE_SEED = 0
-"""Scene seed S when neither ``scene.seed`` nor the policy declares one: OpenVLA/OFT's ``env.seed(0)``."""
 DEFAULT_TASKS = "default"
-"""``tasks: default``: the first two tasks of a LIBERO suite; the one task of a robosuite env."""
-LIBERO_DEFAULT_TASKS = (0, 1)
+"""``tasks: default``: what the env's suite declares (LIBERO: its first two tasks; robosuite: its one task)."""
 CHECKPOINT_KEYS = ("checkpoint", "base_checkpoint")
 """Policy-config keys holding local paths that must exist before the policy is built."""
 
@@ -55,7 +53,8 @@ class PlannedEpisode:
 class Plan:
     """What a validated config runs."""
 
-    kind: str
+    env: EnvSuite
+    """What the env family declared (tasks, step limit, scene seeding)."""
     suite: str
     tasks: list[int]
     task_names: dict[int, str]
@@ -93,47 +92,40 @@ def _plain(node: Any) -> Any:
 
 
 def env_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """The env's constructor kwargs that name its suite/task: registered, then ``env.kwargs``, then the perturbation's."""
-    import gymnasium as gym
-
-    import vla_gym  # noqa: F401  (registers the ids)
-
-    try:
-        spec = gym.spec(cfg.env.id)
-    except gym.error.Error as e:
-        raise ConfigError(f"env.id {cfg.env.id!r} is not a registered env ({type(e).__name__}: {e})") from None
-    kwargs = dict(spec.kwargs or {})
-    kwargs.update(_plain(cfg.env.kwargs) or {})
+    """The config's env constructor kwargs over the registered ones: ``env.kwargs``, then the perturbation's."""
+    kwargs = dict(_plain(cfg.env.kwargs) or {})
     kwargs.update(_plain(cfg.perturbation.env_kwargs) or {})
     return kwargs
 
 
-def env_suite(cfg: DictConfig) -> str:
-    """The suite the env runs: its LIBERO (or LIBERO-PRO) suite, or ``robosuite``."""
-    return str(env_kwargs(cfg)["suite"]) if cfg.env.kind == "libero" else "robosuite"
+def env_suite(cfg: DictConfig) -> EnvSuite:
+    """What the env family of ``cfg.env.id`` declares about the suite it runs (no env is built).
+
+    The suite and its task names are the env's own -- its registered kwargs overridden by
+    ``env.kwargs`` and ``perturbation.env_kwargs`` exactly as :func:`vla_gym.build.make_env` passes
+    them -- so a LIBERO-PRO perturbation lists and indexes the PRO suite's tasks.
+    """
+    import vla_gym.envs  # noqa: F401  (registers vla_gym's ids)
+    from vla_gym.envs.suite import SuiteError, describe
+
+    try:
+        return describe(str(cfg.env.id), env_kwargs(cfg))
+    except SuiteError as e:
+        raise ConfigError(str(e)) from None
 
 
 def suite_task_names(cfg: DictConfig) -> list[str]:
-    """The env's tasks in index order, from its suite's task listing (no env is built)."""
-    kwargs = env_kwargs(cfg)
-    if cfg.env.kind == "libero":
-        from vla_gym.envs.libero import task_names
-
-        try:
-            return task_names(str(kwargs["suite"]))
-        except ValueError as e:
-            raise ConfigError(str(e).replace("\n", " ")) from None
-    if cfg.env.kind == "robosuite":
-        return [str(kwargs["task"])]
-    raise ConfigError(f"env.kind must be 'libero' or 'robosuite', got {cfg.env.kind!r}")
+    """The env's tasks in index order, from its suite's declaration (no env is built)."""
+    return list(env_suite(cfg).tasks)
 
 
-def resolve_tasks(cfg: DictConfig) -> list[int]:
+def resolve_tasks(cfg: DictConfig, suite: EnvSuite | None = None) -> list[int]:
     """Task indices to run, from ``tasks`` (``default``, null/``all``, an index, a name or a list)."""
-    names = suite_task_names(cfg)
+    suite = suite or env_suite(cfg)
+    names = list(suite.tasks)
     spec = cfg.tasks
     if spec == DEFAULT_TASKS:
-        return [0] if cfg.env.kind == "robosuite" else [i for i in LIBERO_DEFAULT_TASKS if i < len(names)]
+        return list(suite.default_tasks)
     if spec is None or spec == "all":
         return list(range(len(names)))
     items = list(spec) if isinstance(spec, (list, tuple)) or OmegaConf.is_list(spec) else [spec]
@@ -141,48 +133,49 @@ def resolve_tasks(cfg: DictConfig) -> list[int]:
         raise ConfigError("tasks is an empty list; use tasks=all, an index, a name or a list of them")
     out: list[int] = []
     for t in items:
-        idx = _task_index(cfg, names, t)
+        idx = _task_index(cfg, suite, t)
         if idx not in out:
             out.append(idx)
     return out
 
 
-def _task_index(cfg: DictConfig, names: list[str], t: Any) -> int:
-    suite = env_suite(cfg)
+def _task_index(cfg: DictConfig, suite: EnvSuite, t: Any) -> int:
+    names = list(suite.tasks)
     if isinstance(t, bool) or not isinstance(t, (int, str)):
         raise ConfigError(f"tasks: {t!r} is neither a task index nor a task name")
     if isinstance(t, int) or t.isdigit():
         idx = int(t)
         if 0 <= idx < len(names):
             return idx
-        if cfg.env.kind == "robosuite":
-            raise ConfigError(f"tasks={t} does not apply to {cfg.env.id}: a robosuite env has one task "
+        if len(names) == 1:
+            raise ConfigError(f"tasks={t} does not apply to {cfg.env.id}: a {suite.name} env has one task "
                               f"({names[0]}, index 0); drop the tasks override or use tasks=0")
-        raise ConfigError(f"tasks: task index {idx} out of range for {suite} (0..{len(names) - 1})")
+        raise ConfigError(f"tasks: task index {idx} out of range for {suite.name} (0..{len(names) - 1})")
     if t in names:
         return names.index(t)
     import difflib
 
     hint = difflib.get_close_matches(t, names, n=1)
-    raise ConfigError(f"tasks: unknown task {t!r} in {suite}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+    raise ConfigError(f"tasks: unknown task {t!r} in {suite.name}" + (f"; did you mean {hint[0]!r}?" if hint else "")
                       + f" (valid: indices 0..{len(names) - 1} or the suite's task names)")
 
 
-def _num_init_states(suite: str, task_index: int) -> int:
-    from vla_gym.envs.libero import load_suite
-
+def _num_init_states(suite: EnvSuite, task_index: int) -> int:
     try:
-        return len(load_suite(suite).get_task_init_states(task_index))
-    except (FileNotFoundError, OSError) as e:
-        raise ConfigError(f"suite {suite!r} task {task_index} has no init states file: {e}") from None
+        return int(suite.init_states(task_index))
+    except (FileNotFoundError, OSError, ValueError) as e:
+        raise ConfigError(str(e).replace("\n", " ")) from None
 
 
-def resolve_scene_seed(cfg: DictConfig, policy: Any) -> int:
-    """S of the reference scene stream: ``scene.seed``, else the policy's (class's) reference eval's, else 0."""
+def resolve_scene_seed(cfg: DictConfig, policy: Any, suite: EnvSuite | None = None) -> int:
+    """S of the reference scene stream: ``scene.seed``, else the policy's (class's) reference eval's,
+    else the suite's declared default (:data:`DEFAULT_SCENE_SEED` when no suite is given)."""
     if cfg.scene.seed is not None:
         return int(cfg.scene.seed)
     declared = getattr(policy, "reference_scene_seed", None)
-    return int(DEFAULT_SCENE_SEED if declared is None else declared)
+    if declared is not None:
+        return int(declared)
+    return int(suite.default_scene_seed if suite is not None else DEFAULT_SCENE_SEED)
 
 
 def check_policy_paths(policy_cfg: Any) -> None:
@@ -234,62 +227,103 @@ def check_egl_devices(devices: Any) -> None:
                           "(MUJOCO_EGL_DEVICE_ID counts EGL devices, which may differ from CUDA's order)")
 
 
-def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
-    """Validate ``cfg`` and list its episodes; raises :class:`ConfigError` (one line) on any problem.
+MIN_IMAGE_SIDE = 16
+"""Smallest camera / video panel side accepted (smaller renders nothing a policy or a viewer can use)."""
+MAX_SEED = 2**32 - 1
+"""Episode seeds (``seed + e``) seed NumPy and the simulators: they must fit an unsigned 32-bit int."""
 
-    ``policy_cls`` (the policy class, or a built policy) supplies the declared reference scene seed.
+
+def _at_least(cfg: DictConfig, key: str, low: float, null_ok: bool = False, what: str = "") -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and null_ok:
+        return
+    if value is None or isinstance(value, bool) or float(value) < low or float(value) != float(value):
+        raise ConfigError(f"{key} must be >= {low:g}{' (or null ' + what + ')' if null_ok else ''}, got {value}")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Value checks the schema's types cannot express, for every key a run reads (one line each).
+
+    Runs before anything is fingerprinted or written, so a bad value never becomes part of a run
+    directory (which would then refuse the corrected command).
     """
-    from vla_gym.envs.libero import SCENE_SEEDINGS
+    from vla_gym.envs.base import RENDER_QUALITIES
+    from vla_gym.envs.suite import SCENE_SEEDINGS
+    from vla_gym.policy import CHUNK_MODES
 
-    if cfg.scene.seeding not in SCENE_SEEDINGS:
-        raise ConfigError(f"scene.seeding must be one of {list(SCENE_SEEDINGS)}, got {cfg.scene.seeding!r}")
     n_eps = int(cfg.episodes_per_task)
     if n_eps < 1:
         raise ConfigError(f"episodes_per_task must be >= 1, got {n_eps}")
+    if not 0 <= int(cfg.seed) <= MAX_SEED - n_eps:
+        raise ConfigError(f"seed must be >= 0 and seed + episodes_per_task <= {MAX_SEED}, got seed={cfg.seed}")
+    if cfg.render_quality not in RENDER_QUALITIES:
+        raise ConfigError(f"render_quality must be one of {list(RENDER_QUALITIES)}, got {cfg.render_quality!r}")
+    if cfg.scene.seeding not in SCENE_SEEDINGS:
+        raise ConfigError(f"scene.seeding must be one of {list(SCENE_SEEDINGS)}, got {cfg.scene.seeding!r}")
+    _at_least(cfg, "scene.seed", 0, null_ok=True, what="for the policy's reference seed")
+    _at_least(cfg, "image_size", MIN_IMAGE_SIDE, null_ok=True, what="for the policy's size")
+    _at_least(cfg, "video.size", MIN_IMAGE_SIDE)
+    _at_least(cfg, "video.fps", 1)
+    _at_least(cfg, "video.max_per_task", 0)
+    if not str(cfg.video.camera).strip():
+        raise ConfigError("video.camera must name a camera (e.g. agentview), got an empty string")
+    if cfg.chunk.mode is not None and cfg.chunk.mode not in CHUNK_MODES:
+        raise ConfigError(f"chunk.mode must be one of {list(CHUNK_MODES)} (or null for the policy's), "
+                          f"got {cfg.chunk.mode!r}")
+    _at_least(cfg, "chunk.replan_steps", 1, null_ok=True, what="for the policy's default")
+    _at_least(cfg, "chunk.k", 0)
     strength = float(cfg.perturbation.strength)
     if not 0.0 <= strength <= 1.0:
         raise ConfigError(f"perturbation.strength must be in [0, 1], got {cfg.perturbation.strength}")
-    if cfg.max_steps is not None and int(cfg.max_steps) < 1:
-        raise ConfigError(f"max_steps must be >= 1 (or null for the suite's limit), got {cfg.max_steps}")
-    if int(cfg.video.max_per_task) < 0:
-        raise ConfigError(f"video.max_per_task must be >= 0, got {cfg.video.max_per_task}")
-    if int(cfg.get("num_envs", 1)) < 1:
-        raise ConfigError(f"num_envs must be >= 1, got {cfg.num_envs}")
+    if cfg.perturbation.name == "none" and strength != 0.0:
+        raise ConfigError(f"perturbation.strength applies only with a perturbation (perturbation=none here); "
+                          f"pick one, e.g. perturbation=action_noise perturbation.strength={strength:g}")
+    _at_least(cfg, "max_steps", 1, null_ok=True, what="for the suite's limit")
+    _at_least(cfg, "num_envs", 1)
     if cfg.get("worker_start_method", "spawn") not in ("spawn", "forkserver"):
         raise ConfigError(f"worker_start_method must be spawn or forkserver (fork would share robosuite's EGL state "
                           f"and the run-dir lock with the workers), got {cfg.worker_start_method!r}")
     if cfg.get("worker_timeout_s") is not None and float(cfg.worker_timeout_s) <= 0:
         raise ConfigError(f"worker_timeout_s must be > 0 (or null for no watchdog), got {cfg.worker_timeout_s}")
-    if cfg.get("batch_wait_ms") is not None and float(cfg.batch_wait_ms) < 0:
-        raise ConfigError(f"batch_wait_ms must be >= 0 (or null for the policy's), got {cfg.batch_wait_ms}")
+    _at_least(cfg, "batch_wait_ms", 0, null_ok=True, what="for the policy's")
     check_egl_devices(cfg.get("worker_egl_devices"))
+
+
+def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:
+    """Validate ``cfg`` and list its episodes; raises :class:`ConfigError` (one line) on any problem.
+
+    ``policy_cls`` (the policy class, or a built policy) supplies the declared reference scene seed.
+    """
+    check_values(cfg)
+    n_eps = int(cfg.episodes_per_task)
     shard = parse_shard(cfg.get("shard"))
     check_policy_paths(cfg.policy)
-    kind = str(cfg.env.kind)
-    suite = env_suite(cfg) if kind in ("libero", "robosuite") else ""
-    names = suite_task_names(cfg)
-    tasks = resolve_tasks(cfg)
+    env = env_suite(cfg)
+    suite, names = env.name, list(env.tasks)
+    tasks = resolve_tasks(cfg, env)
     init_ids = list(cfg.init_state_ids) if cfg.init_state_ids is not None else None
-    if kind == "robosuite" and init_ids is not None:
-        raise ConfigError(f"init_state_ids applies to LIBERO suites only; {cfg.env.id} has no fixed initial "
-                          "states (episode e uses seed + e): drop init_state_ids")
+    fixed_states = env.init_states is not None
+    if not fixed_states and init_ids is not None:
+        raise ConfigError(f"init_state_ids applies only to suites with fixed initial states (LIBERO); {cfg.env.id} "
+                          "has none (episode e uses seed + e): drop init_state_ids")
     if init_ids is not None and len(init_ids) < n_eps:
         raise ConfigError(f"init_state_ids has {len(init_ids)} ids for {n_eps} episodes per task")
-    scene = None
-    if kind == "libero":
-        scene = {"seeding": str(cfg.scene.seeding), "seed": resolve_scene_seed(cfg, policy_cls)}
+    if fixed_states:
         wanted = [int(init_ids[ep]) if init_ids else ep for ep in range(n_eps)]
         for t in tasks:
-            n = _num_init_states(suite, t)
+            n = _num_init_states(env, t)
             bad = [i for i in wanted if not 0 <= i < n]
             if bad:
                 src = "init_state_ids" if init_ids else f"episodes_per_task={n_eps} (episode e uses init state e)"
                 raise ConfigError(f"{src}: init state {bad[0]} out of range for {suite} task {t} "
                                   f"({n} initial states: 0..{n - 1})")
-    plan = Plan(kind=kind, suite=suite, tasks=tasks, task_names={t: names[t] for t in tasks}, scene=scene)
+    scene = None
+    if env.scene_seeding:
+        scene = {"seeding": str(cfg.scene.seeding), "seed": resolve_scene_seed(cfg, policy_cls, env)}
+    plan = Plan(env=env, suite=suite, tasks=tasks, task_names={t: names[t] for t in tasks}, scene=scene)
     for t in tasks:
         for ep in range(n_eps):
-            init_id = (int(init_ids[ep]) if init_ids else ep) if kind == "libero" else None
+            init_id = (int(init_ids[ep]) if init_ids else ep) if fixed_states else None
             ep_scene = None
             if scene is not None:
                 ep_scene = {**scene, "index": init_id if scene["seeding"] == "reference" else None}

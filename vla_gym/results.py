@@ -1,6 +1,7 @@
 """Episode records, success statistics and atomic result files.
 
-Files a rollout writes (all under one run directory):
+Files a rollout writes (all under one run directory; the record itself is
+:class:`vla_gym.records.EpisodeRecord`):
 
 - ``episodes.jsonl``: one :class:`EpisodeRecord` per line, appended after each finished episode
   (append + fsync, so a crash loses at most the episode in flight).
@@ -15,43 +16,16 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from vla_gym.records import EpisodeRecord
 
-@dataclass
-class EpisodeRecord:
-    """One finished (or crashed) episode."""
-
-    suite: str
-    task: str
-    task_index: int
-    init_state_id: int | None
-    episode_index: int
-    seed: int
-    instruction: str
-    success: bool
-    steps: int
-    sum_reward: float
-    wall_s: float
-    latency_ms_mean: float = 0.0
-    latency_ms_p95: float = 0.0
-    policy_queries: int = 0
-    video: str | None = None
-    error: str | None = None
-    policy: str = ""
-    perturbation: str = "none"
-    perturbation_strength: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple:
-        """Identity of an episode inside a run: suite, task index, episode index, initial state and
-        scene (``extra["scene"]``), as :func:`vla_gym.run_store.record_key` computes it."""
-        from vla_gym.run_store import record_key
-
-        return record_key(self)
+__all__ = [
+    "EpisodeRecord", "aggregate", "append_record", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+    "load_records", "summarize", "wilson_interval",
+]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -187,7 +161,7 @@ def load_records(path: str | os.PathLike) -> list[EpisodeRecord]:
     """Read ``episodes.jsonl`` leniently (unreadable lines are skipped without a word).
 
     For tests and quick looks; the runner reads through :class:`vla_gym.run_store.RunStore`, which
-    uses the report's schema-checking loader (warnings with ``file:line``) and drops duplicates.
+    uses the schema-checking loader of :mod:`vla_gym.records` (warnings with ``file:line``) and drops duplicates.
     """
     path = Path(path)
     if not path.exists():

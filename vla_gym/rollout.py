@@ -11,9 +11,9 @@ Re-running into the same output directory resumes: finished episodes are skipped
 are retried (``retry_errors``). A crash inside one episode (e.g. MuJoCo instability) is recorded
 as that episode's ``error`` and the run goes on with a fresh env.
 
-``num_envs=1`` runs the episodes here, one after another; ``num_envs > 1`` runs them in env
-worker processes (:mod:`vla_gym.parallel`) with one batched policy call per step, to the same
-records. ``shard=i/n`` runs one shard of the plan. :func:`evaluate` is the in-process entry
+There is one episode loop (:class:`vla_gym.parallel.EnvPool`, the env side in
+:mod:`vla_gym.env_host`): ``num_envs=1`` drives one env in this process, ``num_envs > 1`` env
+worker processes with one batched policy call per step, to the same records. ``shard=i/n`` runs one shard of the plan. :func:`evaluate` is the in-process entry
 point (the CLI is a thin Hydra layer over :func:`run`, as is it).
 """
 
@@ -27,12 +27,16 @@ import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from vla_gym.build import batch_wait_ms, build_policy, chunk_execution, make_env, policy_class
+from vla_gym.build import policy_class as _policy_class  # noqa: F401  (old private name, used by tests)
 from vla_gym.chunking import ChunkedActor
+from vla_gym.env_host import EnvHost
+from vla_gym.parallel import EnvPool
 from vla_gym.config import CONFIG_MODULE, check_overrides, register_configs
 from vla_gym.plan import (
     DEFAULT_SCENE_SEED, ConfigError, Plan, PlannedEpisode, plan_run, resolve_scene_seed, resolve_tasks,
@@ -40,7 +44,8 @@ from vla_gym.plan import (
 from vla_gym.policy import Policy
 from vla_gym.results import EpisodeRecord, atomic_write_text
 from vla_gym.trackers import track_run
-from vla_gym.trajectory import Trajectory, trajectory_rel
+from vla_gym.trajectory import trajectory_rel
+from vla_gym.weights import weights_identity
 from vla_gym.run_store import EPISODES_FILE, RESULTS_FILE, RUN_FILE, RunStore, RunStoreError, outcome_config
 
 log = logging.getLogger("vla_gym.rollout")
@@ -52,138 +57,31 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------- building
-def _policy_class(target: str) -> type:
-    """The class a ``_target_`` builds: the class itself, or the owner of a classmethod such as ``from_pretrained``."""
-    from hydra.utils import get_method
-
-    obj = get_method(target)
-    owner = obj if isinstance(obj, type) else getattr(obj, "__self__", None)
-    if not isinstance(owner, type) or not issubclass(owner, Policy):
-        raise ValueError(f"policy _target_ {target!r} is neither a vla_gym Policy class nor one of its classmethods")
-    return owner
-
-
-def build_policy(policy_cfg: DictConfig, quantization_cfg: Any) -> Policy:
-    """Instantiate the policy; policies that declare ``loads_weights`` get ``quantization=`` explicitly."""
-    from hydra.utils import instantiate
-
-    cfg = OmegaConf.to_container(policy_cfg, resolve=True)
-    q = OmegaConf.to_container(quantization_cfg, resolve=True) if quantization_cfg is not None else None
-    q_name = (q or {}).get("name", "none")
-    target = cfg.get("_target_")
-    if not target:
-        raise ValueError("the policy config has no _target_; pick one with policy=<name> (see conf/policy/)")
-    cls = _policy_class(target)
-    if cls.loads_weights:
-        cfg["quantization"] = q
-    elif q_name != "none":
-        raise ValueError(
-            f"quantization={q_name} applies to torch policies only; {target} does not load weights. "
-            "Use quantization=none with this policy."
-        )
-    policy = instantiate(cfg)
-    if not isinstance(policy, Policy):
-        raise TypeError(f"{target} built a {type(policy).__name__}, not a vla_gym.policy.Policy")
-    return policy
-
-
-def chunk_execution(cfg: DictConfig, policy: Policy) -> dict[str, Any]:
-    """Chunk execution: the policy's declared defaults, overridden by explicit ``chunk.*`` values."""
-    declared = policy.execution
-    mode = cfg.chunk.mode or declared.mode
-    replan = cfg.chunk.replan_steps if cfg.chunk.replan_steps is not None else declared.replan_steps
-    return {"mode": str(mode), "replan_steps": replan, "k": float(cfg.chunk.k)}
-
-
-def batch_wait_ms(cfg: DictConfig, policy: Policy) -> float | None:
-    """How long parallel envs wait to share a policy call: ``batch_wait_ms``, else the policy's declaration."""
-    value = cfg.get("batch_wait_ms")
-    return policy.batch_wait_ms if value is None else float(value)
-
-
-def make_env(cfg: DictConfig, task_index: int, policy: Any, record_video: bool, scene_seed: int = 0):
-    """Build the env the policy needs: its cameras at its size, video view, perturbations.
-
-    ``policy`` is the policy or just its :class:`~vla_gym.policy.PolicyInputs` (what an env
-    worker process gets: the policy itself stays in the parent).
-    """
-    import gymnasium as gym
-    from hydra.utils import instantiate
-
-    inputs = getattr(policy, "inputs", policy)
-    kwargs: dict[str, Any] = dict(
-        cameras=tuple(inputs.cameras),
-        image_size=int(cfg.image_size or inputs.image_size),
-        privileged=inputs.uses_privileged,
-        render_mode="rgb_array" if record_video else None,
-        render_camera=cfg.video.camera,
-        render_size=int(cfg.video.size),
-        render_quality=str(cfg.render_quality),
-    )
-    if cfg.env.kind == "libero":
-        kwargs["task"] = task_index
-        kwargs["scene_seeding"] = str(cfg.scene.seeding)
-        kwargs["scene_seed"] = int(scene_seed)
-    if cfg.max_steps is not None:
-        kwargs["max_episode_steps"] = int(cfg.max_steps)
-    kwargs.update(OmegaConf.to_container(cfg.env.kwargs, resolve=True))
-    kwargs.update(OmegaConf.to_container(cfg.perturbation.env_kwargs, resolve=True))
-    env = gym.make(cfg.env.id, **kwargs)
-    for wrapper_cfg in cfg.perturbation.wrappers:
-        env = instantiate(wrapper_cfg, env=env)
-    return env
-
-
 # ---------------------------------------------------------------------------- episodes
 def run_episode(env, actor: ChunkedActor, *, seed: int, init_state_id: int | None, record_video: bool,
-                video_size: int, cameras: tuple[str, ...],
+                video_size: int, cameras: tuple[str, ...], fps: int = 20,
                 trajectory: Any = None) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Run one episode of env 0 of ``actor``; return its measurements and (if recording) the video frames.
+    """Run one episode of a built ``env`` with env 0 of ``actor``, through the runner's one loop.
 
-    ``trajectory`` (a :class:`vla_gym.trajectory.Trajectory`) is filled step by step when given.
+    Returns the episode's measurements and (if recording) its video frames; ``trajectory`` (a
+    :class:`vla_gym.trajectory.Trajectory`) is filled when given. An error in the episode is raised.
     """
-    from vla_gym.video import compose_frame
+    from types import SimpleNamespace
 
-    options = {"init_state_id": init_state_id} if init_state_id is not None else None
-    obs, info = env.reset(seed=seed, options=options)
-    actor.reset(env_ids=[0], seeds=[seed])
-    instruction = obs["instruction"]
-    frames: list[np.ndarray] = []
-    latencies: list[float] = []
-    stage_ms: dict[str, list[float]] = {}
-    steps, total_reward, success = 0, 0.0, bool(info.get("is_success", False))
+    host = EnvHost(lambda task_index, scene_seed: env, cameras, video_size, fps, out_dir=None, owns_env=False)
+    done: dict[str, Any] = {}
 
-    def snapshot(status: str) -> None:
-        if record_video:
-            panels = [obs["images"][c] for c in cameras] + [env.render()]
-            frames.append(compose_frame(panels, instruction, video_size, footer=status))
+    def on_done(ep, res, error, video, names, wall_s, traj) -> None:
+        done.update(res=res, error=error, traj=traj)
 
-    snapshot("t=0")
+    ep = SimpleNamespace(task_index=0, episode_index=0, seed=seed, init_state_id=init_state_id,
+                         record_video=record_video)
+    EnvPool.in_process(host).run([ep], actor, 0, on_done, trajectories=trajectory is not None)
+    if done["error"] is not None:
+        raise RuntimeError(done["error"])
     if trajectory is not None:
-        trajectory.observe(obs)
-    terminated = truncated = success
-    while not (terminated or truncated):
-        action = actor.step({0: obs})[0]
-        if actor.last_call is not None:
-            latencies.append(actor.last_call["wall_ms"])
-            for stage, ms in actor.last_call["info"].get("timing_ms", {}).items():
-                stage_ms.setdefault(str(stage), []).append(float(ms))
-        obs, reward, terminated, truncated, info = env.step(action)
-        steps += 1
-        total_reward += float(reward)
-        success = bool(info.get("is_success", False))
-        if trajectory is not None:
-            trajectory.step(action, actor.last_call is not None, reward, success, obs)
-        snapshot(f"t={steps}" + (" SUCCESS" if success else ""))
-    lat = np.asarray(latencies) if latencies else np.zeros(1)
-    result = dict(
-        instruction=instruction, success=success, steps=steps, sum_reward=total_reward,
-        latency_ms_mean=float(lat.mean()), latency_ms_p95=float(np.percentile(lat, 95)),
-        policy_queries=len(latencies), init_state_id=info.get("init_state_id", init_state_id),
-        policy_timing_ms={stage: float(np.mean(v)) for stage, v in stage_ms.items()},
-    )
-    return result, frames
+        trajectory.__dict__.update(done["traj"].__dict__)
+    return done["res"], host.last_frames
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -203,18 +101,69 @@ def format_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+MAIN_GUARD_FIX = ('put the call under `if __name__ == "__main__":` (env workers are spawned processes that '
+                  "re-import your script; unguarded, each would start the evaluation again)")
+
+
+def unguarded_main_line(path: str, lineno: int) -> bool:
+    """Whether line ``lineno`` of the script ``path`` lies outside every ``if __name__ == "__main__":`` block.
+
+    False when the source cannot be read or parsed (nothing to say then).
+    """
+    import ast
+
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.If):
+            continue
+        t = node.test
+        guard = (isinstance(t, ast.Compare) and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq)
+                 and {ast.dump(t.left), ast.dump(t.comparators[0])}
+                 == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))})
+        if guard and node.body[0].lineno <= lineno <= (node.body[-1].end_lineno or lineno):
+            return False
+    return True
+
+
+def check_main_guard() -> None:
+    """Refuse to start env workers from a script's unguarded top level (a :class:`ConfigError` with the fix).
+
+    Spawned workers import the main script again as ``__mp_main__``; a top-level ``evaluate(...,
+    num_envs=2)`` would then run in every worker, and every episode ends as ``WorkerDied``.
+    """
+    import inspect
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path:  # REPL, notebook, `python -c`: nothing is re-imported
+        return
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
+            if unguarded_main_line(path, frame.f_lineno):
+                raise ConfigError(f"num_envs > 1 called from the top level of {path}:{frame.f_lineno}: "
+                                  + MAIN_GUARD_FIX)
+            return
+        frame = frame.f_back
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().replace("\n", " ") or type(e).__name__
     return text if len(text) <= 400 else text[:397] + "..."
 
 
 def run(cfg: DictConfig, choices: dict[str, str] | None = None, policy: Policy | None = None,
-        tracking: dict[str, Any] | None = None) -> dict[str, Any]:
+        on_start: Callable[[], None] | None = None, tracking: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.policy`` on ``cfg.env``; return the aggregated results.
 
     ``choices`` are Hydra's config-group choices (``policy: openvla``), used to name things.
     ``policy``: an already built policy to evaluate instead of building ``cfg.policy`` (what
     :func:`evaluate` passes; it stays open: the caller owns it).
+    ``on_start``: called once the run is accepted (validated, dir locked and of this config),
+    before the first episode: the CLI writes ``.hydra/`` there, so a refused run changes nothing.
     ``tracking``: keyword arguments for :func:`vla_gym.trackers.track_run` (``wandb_run``, ``wandb_step``).
     Raises :class:`~vla_gym.plan.ConfigError` (bad config, policy that cannot be built) or
     :class:`~vla_gym.run_store.RunStoreError` (directory locked or of another config) before
@@ -227,22 +176,33 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None, policy: Policy |
         if not target:
             raise ConfigError("the policy config has no _target_; pick one with policy=<name> (see conf/policy/)")
         try:
-            policy_cls = _policy_class(target)
+            policy_cls = policy_class(target)
         except (ImportError, AttributeError, ValueError) as e:
             raise ConfigError(f"policy._target_ {target!r}: {_one_line(e)}") from None
     plan = plan_run(cfg, policy_cls)
+    if int(cfg.num_envs) > 1 and min(int(cfg.num_envs), len(plan.episodes)) > 1:
+        check_main_guard()
     out = Path(cfg.output_dir)
-    store = RunStore(out, outcome_config(cfg), retry_errors=bool(cfg.retry_errors))
+    outcome = outcome_config(cfg)
+    weights = weights_identity(cfg.policy, policy, cfg.get("policy_version"))
+    if weights is not None:  # only when known: runs without it keep their fingerprint
+        outcome["weights"] = weights
+    elif policy is not None and (out / RUN_FILE).exists():
+        raise RunStoreError(
+            f"{out} already holds a run, and nothing identifies the weights of this {type(policy).__name__} "
+            "object (no checkpoint), so resuming could return another model's results; pass "
+            "policy_version=<e.g. the training step> (the same one to resume), or use a new output_dir")
+    store = RunStore(out, outcome, retry_errors=bool(cfg.retry_errors))
     with store:  # locked from here; refused if another run holds the dir or it is of another config
         if policy is not None:
-            return _run_episodes(cfg, plan, store, policy, choices, tracking)
+            return _run_episodes(cfg, plan, store, policy, choices, on_start, tracking)
         try:
             policy = build_policy(cfg.policy, cfg.quantization)
         except Exception as e:  # noqa: BLE001 - any failure to build is a start failure, reported in one line
             log.debug("building the policy failed:\n%s", traceback.format_exc())
             raise ConfigError(f"could not build the policy ({target}): {type(e).__name__}: {_one_line(e)}") from None
         try:
-            return _run_episodes(cfg, plan, store, policy, choices, tracking)
+            return _run_episodes(cfg, plan, store, policy, choices, on_start, tracking)
         finally:
             policy.close()
 
@@ -296,13 +256,17 @@ def evaluate(policy: Policy | str, env: str = "libero_spatial", tasks: Any = "de
         env: A ``conf/env`` config name (``libero_spatial``, ``robosuite_lift``).
         tasks: As the ``tasks`` key: ``default``, ``all``, an index, a name or a list.
         episodes: Episodes per task.
-        output_dir: The run directory (default ``rollouts/evaluate/<time>``); re-using one resumes it.
+        output_dir: The run directory (default ``rollouts/evaluate/<time>``); re-using one resumes it
+            when the config and the weights are the same: files the policy config names are digested;
+            a policy object's weights are identified only by ``policy_version=`` (or a ``checkpoint``
+            attribute), without which a used ``output_dir`` is refused.
         overrides: Hydra override strings, as on the command line (``"perturbation=action_noise"``).
         wandb_run: An existing W&B run (e.g. the training run) to log the results into, under
             ``eval/`` (not finished here); ``tracker=...`` in ``overrides`` logs to a run of its own.
         wandb_step: The step of ``wandb_run`` to log at (e.g. the training step); None = its next.
         **options: Config values by key; nested dicts for groups (``video={"enabled": False}``,
-            ``max_steps=50``, ``num_envs=2``, ``shard="0/2"``).
+            ``max_steps=50``, ``num_envs=2``, ``shard="0/2"``, ``policy_version="step-5000"``).
+            ``num_envs > 1`` from a script needs the call under ``if __name__ == "__main__":``.
 
     Returns:
         The ``results.json`` dict (``per_task``, ``per_group``, ``overall``, ``meta``, ``video_paths``).
@@ -333,7 +297,8 @@ def evaluate(policy: Policy | str, env: str = "libero_spatial", tasks: Any = "de
 
 
 def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
-                  choices: dict[str, str] | None, tracking: dict[str, Any] | None = None) -> dict[str, Any]:
+                  choices: dict[str, str] | None, on_start: Callable[[], None] | None = None,
+                  tracking: dict[str, Any] | None = None) -> dict[str, Any]:
     """The episode loop of :func:`run`, once the store is open and the policy built."""
     from tqdm import tqdm
 
@@ -349,9 +314,18 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
         "perturbation": cfg.perturbation.name, "perturbation_strength": float(cfg.perturbation.strength),
         "seed": int(cfg.seed), "config_fingerprint": store.fingerprint, "policy_info": policy_info,
         "chunk": chunk, "scene": plan.scene, "num_envs": int(cfg.num_envs), "shard": plan.shard,
-        "batch_wait_ms": wait_ms,
+        "batch_wait_ms": wait_ms, "planned_episodes": len(plan.episodes),
     }
+    planned = {e.key for e in plan.episodes}
+    outside = sum(r.key not in planned for r in store.records)
+    if outside:
+        meta["recorded_outside_plan"] = outside
+        print(f"warning: {out} holds {outside} recorded episode(s) outside this run's plan (an earlier run of "
+              "this config with more episodes_per_task or other tasks); the results count them too",
+              file=sys.stderr)
     store.start(env=cfg.env.id, suite=plan.suite)
+    if on_start is not None:
+        on_start()
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     store.write_results(meta)  # from the start on, results.json always exists and is whole
     pending = [e for e in plan.episodes if not store.is_done(e.key)]
@@ -395,20 +369,19 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
         n_err = sum(r.error is not None for r in store.records)
         bar.set_postfix(success=f"{n_ok}/{len(store.records)}", errors=n_err)
 
-    num_envs = min(int(cfg.num_envs), len(pending))
-    try:
+    num_envs = max(1, min(int(cfg.num_envs), len(pending)))
+    wait_s = None if wait_ms is None else wait_ms / 1e3
+    try:  # the one episode loop: N env workers, or (N = 1) one env in this process
         if num_envs > 1:
-            from vla_gym.parallel import EnvPool
-
             actor = ChunkedActor(policy, num_envs=num_envs, **chunk)
-            with EnvPool(OmegaConf.to_container(cfg, resolve=True), policy.inputs, out, num_envs,
-                         start_method=str(cfg.worker_start_method), timeout_s=cfg.worker_timeout_s,
-                         egl_devices=list(cfg.worker_egl_devices) if cfg.worker_egl_devices else None,
-                         batch_wait_s=None if wait_ms is None else wait_ms / 1e3) as pool:
-                pool.run(pending, actor, scene_seed, on_done=store_episode,
-                         trajectories=bool(cfg.trajectory.enabled))
+            pool = EnvPool(OmegaConf.to_container(cfg, resolve=True), policy.inputs, out, num_envs,
+                           start_method=str(cfg.worker_start_method), timeout_s=cfg.worker_timeout_s,
+                           egl_devices=list(cfg.worker_egl_devices) if cfg.worker_egl_devices else None,
+                           batch_wait_s=wait_s)
         else:
-            _run_in_process(cfg, plan, pending, policy, actor, scene_seed, out, store_episode)
+            pool = EnvPool.in_process(EnvHost.from_config(cfg, policy.inputs, out), batch_wait_s=wait_s)
+        with pool:
+            pool.run(pending, actor, scene_seed, on_done=store_episode, trajectories=bool(cfg.trajectory.enabled))
     finally:
         bar.close()
     results = store.write_results(meta)
@@ -416,54 +389,60 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
     return results
 
 
-def _run_in_process(cfg: DictConfig, plan: Plan, pending: list[PlannedEpisode], policy: Policy,
-                    actor: ChunkedActor, scene_seed: int, out: Path, store_episode: Any) -> None:
-    """``num_envs=1``: the episodes one after another in this process, one env per task."""
-    from vla_gym.video import write_video
-
-    for task_index in plan.tasks:
-        env, instruction = None, ""
-        for ep in (e for e in pending if e.task_index == task_index):
-            t0 = time.perf_counter()
-            error, frames, res, names = None, [], {}, None
-            traj = Trajectory() if cfg.trajectory.enabled else None
-            try:
-                if env is None:
-                    env = make_env(cfg, task_index, policy, record_video=bool(cfg.video.enabled),
-                                   scene_seed=scene_seed)
-                    instruction = env.unwrapped.instruction
-                # names from the env itself (a LIBERO-PRO suite's, not the base suite's)
-                names = (str(env.unwrapped.suite_name), str(env.unwrapped.task_name))
-                res, frames = run_episode(env, actor, seed=ep.seed, init_state_id=ep.init_state_id,
-                                          record_video=ep.record_video, video_size=int(cfg.video.size),
-                                          cameras=tuple(policy.inputs.cameras), trajectory=traj)
-            except Exception as e:  # noqa: BLE001 - one broken episode must not end the run
-                error, res = f"{type(e).__name__}: {e}", {"instruction": instruction}
-                log.error("episode %d of task %d failed:\n%s", ep.episode_index, task_index, traceback.format_exc())
-                if env is not None:
-                    env.close()
-                env = None  # a crashed simulator is rebuilt for the next episode
-            video_rel = None
-            if frames:
-                outcome = "success" if res.get("success") else "failure"
-                video_rel = f"videos/{(names or (None, ep.task))[1]}/ep{ep.episode_index:03d}_{outcome}.mp4"
-                write_video(out / video_rel, frames, fps=int(cfg.video.fps))
-            store_episode(ep, res, error, video_rel, names, time.perf_counter() - t0, traj)
-        if env is not None:
-            env.close()
-
-
 # ---------------------------------------------------------------------------- entry point
-def _hydra_main(cfg: DictConfig) -> None:
+_REFUSED_JOBS: list[str] = []
+"""Multirun jobs refused in this process (basic launcher): reported, then a non-zero exit at the end."""
+
+
+def _save_hydra_files(cfg: DictConfig) -> None:
+    """``.hydra/{config,hydra,overrides}.yaml``, as Hydra writes them, but only once the run is accepted."""
     from hydra.core.hydra_config import HydraConfig
 
-    choices = dict(HydraConfig.get().runtime.choices)
+    hydra_cfg = HydraConfig.instance().cfg
+    out = Path(hydra_cfg.hydra.runtime.output_dir) / ".hydra"
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(out / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
+    atomic_write_text(out / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task))
+
+
+def all_errored(results: dict[str, Any], run_dir: Path) -> str | None:
+    """A one-line error when every episode of the results errored (the run measured nothing), else None."""
+    from vla_gym.records import read_episodes
+
+    overall = results.get("overall", {})
+    n = int(overall.get("episodes", 0))
+    if n == 0 or int(overall.get("errors", 0)) < n:
+        return None
+    first = next((r.error for r in read_episodes(run_dir / EPISODES_FILE) if r.error), "?")
+    return f"all {n} episodes errored; nothing was measured. First error: {_one_line(RuntimeError(first))}"
+
+
+def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    choices = dict(hc.runtime.choices)
     try:
-        results = run(cfg, choices)
+        results = run(cfg, choices, on_start=lambda: _save_hydra_files(cfg))
     except (ConfigError, RunStoreError) as e:  # one clear line, no traceback, nothing written
-        raise SystemExit(f"error: {_one_line(e)}") from None
+        if hc.mode != RunMode.MULTIRUN:
+            raise SystemExit(f"error: {_one_line(e)}") from None
+        # a sweep goes on with its other jobs; the refused ones are listed and the sweep exits non-zero
+        line = f"error: job {hc.job.num} ({','.join(hc.overrides.task)}): {_one_line(e)}"
+        print(line, file=sys.stderr)
+        if "BasicLauncher" not in str(hc.launcher.get("_target_", "")):
+            raise ConfigError(line) from None  # another process: its launcher records the failure
+        _REFUSED_JOBS.append(line)
+        return
     print(f"\n{cfg.env.id} x {choices.get('policy')}  ->  {cfg.output_dir}")
     print(format_summary(results))
+    failed = all_errored(results, Path(cfg.output_dir))
+    if failed:
+        if hc.mode != RunMode.MULTIRUN:
+            raise SystemExit(f"error: {failed}")
+        print(f"error: job {hc.job.num}: {failed}", file=sys.stderr)
+        _REFUSED_JOBS.append(failed)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -476,6 +455,9 @@ def main(argv: list[str] | None = None) -> None:
     register_configs()
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="rollout", version_base="1.3")(_hydra_main)()
+    if _REFUSED_JOBS:
+        raise SystemExit(f"error: {len(_REFUSED_JOBS)} job(s) of the sweep were refused or measured nothing "
+                         "(listed above); the others ran")
 
 
 if __name__ == "__main__":

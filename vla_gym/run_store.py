@@ -10,9 +10,10 @@ A run directory holds::
 :class:`RunStore` is the only writer. It refuses a second writer while one holds the lock (the
 lock is ``fcntl.flock``, which the kernel drops when its holder dies, so a killed run never
 leaves a stale lock), refuses a directory whose ``run.json`` has another outcome-changing
-config (naming the keys that differ), reads records through the report's schema-checking
-loader (:func:`vla_gym.report.load.read_episodes`: bad lines are warnings with ``file:line``),
-drops duplicate records of one episode, and replaces an errored episode's record when it is
+config (naming the keys that differ), reads records through the schema-checking loader
+(:func:`vla_gym.records.read_numbered`: bad lines are warnings with ``file:line``), drops
+duplicate records of one episode (two finished ones with different outcomes are an error
+naming both lines), and replaces an errored episode's record when it is
 retried, keeping the earlier errors in ``extra["previous_errors"]``.
 """
 
@@ -28,14 +29,14 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any
 
-from vla_gym.report.load import RecordError, parse_record, read_episodes
-from vla_gym.results import EpisodeRecord, aggregate, append_record, atomic_write_json, atomic_write_text
+from vla_gym.records import (  # noqa: F401  (keys and dedupe re-exported: their home is vla_gym.records)
+    EPISODES_FILE, RESULTS_FILE, RUN_FILE, EpisodeKey, EpisodeRecord, RecordConflict, RecordError, dedupe,
+    episode_key, parse_record, read_episodes, read_numbered, record_key, scene_key,
+)
+from vla_gym.results import aggregate, append_record, atomic_write_json, atomic_write_text
 
-EPISODES_FILE = "episodes.jsonl"
-RESULTS_FILE = "results.json"
-RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
 
 OUTCOME_KEYS: tuple[str, ...] = (
@@ -44,8 +45,6 @@ OUTCOME_KEYS: tuple[str, ...] = (
 )
 """Config keys that change an episode's outcome. Not here: which episodes run (``tasks``,
 ``episodes_per_task``: a resume may extend a run), videos, output paths, ``retry_errors``."""
-
-EpisodeKey = tuple[Hashable, ...]
 
 
 class RunStoreError(RuntimeError):
@@ -65,10 +64,17 @@ def outcome_config(cfg: Any) -> dict[str, Any]:
     """The outcome-changing subtree of a rollout config (:data:`OUTCOME_KEYS`), resolved, as plain data."""
     from omegaconf import OmegaConf
 
+    from vla_gym.envs import DEPRECATED_IDS
+
     out = {}
     for k in OUTCOME_KEYS:
         v = cfg.get(k) if hasattr(cfg, "get") else getattr(cfg, k, None)
         out[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    legacy = {new: old for old, new in DEPRECATED_IDS.items()}
+    env = out.get("env")
+    if isinstance(env, dict) and env.get("id") in legacy:
+        # v1 ids are the same envs under new names: fingerprinted as before, so earlier run dirs resume
+        out["env"] = {**env, "id": legacy[env["id"]]}
     return json.loads(json.dumps(out, sort_keys=True, default=str))  # plain JSON types, as run.json holds them
 
 
@@ -93,50 +99,6 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     unset = "<unset>"
     return [f"{k}: {json.dumps(a.get(k, unset))} -> {json.dumps(b.get(k, unset))}"
             for k in sorted(set(a) | set(b)) if a.get(k, unset) != b.get(k, unset)]
-
-
-# ---------------------------------------------------------------------------- keys
-def scene_key(scene: dict[str, Any] | None) -> tuple | None:
-    """Hashable form of an episode's scene (``{"seeding", "seed", "index"}`` or None)."""
-    if not scene:
-        return None
-    return (scene.get("seeding"), scene.get("seed"), scene.get("index"))
-
-
-def episode_key(suite: str, task_index: int, episode_index: int, init_state_id: int | None,
-                scene: dict[str, Any] | None) -> EpisodeKey:
-    """Identity of an episode in a run: task, episode index, initial state and scene."""
-    return (suite, int(task_index), int(episode_index), init_state_id, scene_key(scene))
-
-
-def record_key(record: EpisodeRecord) -> EpisodeKey:
-    """:func:`episode_key` of a stored record (its scene is ``extra["scene"]``)."""
-    return episode_key(record.suite, record.task_index, record.episode_index, record.init_state_id,
-                       record.extra.get("scene") if isinstance(record.extra, dict) else None)
-
-
-def dedupe(records: list[EpisodeRecord]) -> tuple[list[EpisodeRecord], int]:
-    """One record per episode key, in first-seen order, and how many were dropped.
-
-    A finished (non-error) record wins over errored ones; among errored ones the last is kept.
-    The errors of dropped records go to the kept one's ``extra["previous_errors"]``.
-    """
-    groups: dict[EpisodeKey, list[EpisodeRecord]] = {}
-    for r in records:
-        groups.setdefault(record_key(r), []).append(r)
-    out = []
-    for rs in groups.values():
-        if len(rs) == 1:
-            out.append(rs[0])
-            continue
-        finished = [r for r in rs if r.error is None]
-        keep = finished[0] if finished else rs[-1]
-        history = [e for r in rs if r is not keep for e in [*r.extra.get("previous_errors", []), r.error] if e]
-        if history:
-            own = [e for e in keep.extra.get("previous_errors", []) if e not in history]
-            keep = replace(keep, extra={**keep.extra, "previous_errors": history + own})
-        out.append(keep)
-    return out, len(records) - len(out)
 
 
 # ---------------------------------------------------------------------------- lock
@@ -304,12 +266,16 @@ class RunStore:
 
     def _load(self) -> None:
         path = self.episodes_path
-        records = read_episodes(path)  # schema-checked; every skipped line is a file:line warning
+        numbered = read_numbered(path)  # schema-checked; every skipped line is a file:line warning
+        records = [r for _, r in numbered]
         if path.exists():
             self._repair_tail(path)
             nonblank = sum(1 for line in path.read_bytes().split(b"\n") if line.strip())
             self._skipped_lines = max(0, nonblank - len(records))
-        self.records, dropped = dedupe(records)
+        try:
+            self.records, dropped = dedupe(records, [f"{path}:{line}" for line, _ in numbered])
+        except RecordConflict as e:
+            raise RunStoreError(str(e)) from None
         self._reindex()
         if dropped:
             _warn(f"{path}: dropped {dropped} duplicate record(s) of episodes recorded more than once "

@@ -44,7 +44,7 @@ def test_sweep_experiment_sets_multirun_over_perturbation_and_strength():
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     params = cfg.hydra.sweeper.params
     assert "camera" in params["perturbation"] and params["perturbation.strength"] == "0.0,0.5,1.0"
-    assert cfg.env.id == "vla_gym/Lift"
+    assert cfg.env.id == "vla_gym/RobosuiteLift-v1"
 
 
 def test_rollout_cli_records_perturbation_name_and_strength(tmp_path, subprocess_env):

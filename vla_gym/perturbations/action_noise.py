@@ -27,7 +27,7 @@ class ActionNoise(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     Examples:
         >>> import gymnasium as gym, numpy as np, vla_gym
         >>> from vla_gym.perturbations import ActionNoise
-        >>> env = ActionNoise(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> env = ActionNoise(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=1.0)
         >>> obs, info = env.reset(seed=0)
         >>> obs, r, term, trunc, info = env.step(np.zeros(7, dtype=np.float32))
         >>> bool(np.any(info["executed_action"][:6] != 0))

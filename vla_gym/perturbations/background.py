@@ -53,7 +53,7 @@ class BackgroundPerturbation(ModelEditWrapper):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import BackgroundPerturbation
-        >>> env = BackgroundPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0, groups=["table"])
+        >>> env = BackgroundPerturbation(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=1.0, groups=["table"])
         >>> obs, info = env.reset(seed=0)
         >>> env.close()
     """

@@ -40,7 +40,7 @@ class CameraPerturbation(ModelEditWrapper):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import CameraPerturbation
-        >>> env = CameraPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=0.5)
+        >>> env = CameraPerturbation(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=0.5)
         >>> obs, info = env.reset(seed=0)
         >>> obs["images"]["agentview"].shape
         (64, 64, 3)

@@ -38,7 +38,7 @@ class ControlRate(ModelEditWrapper):
     Examples:
         >>> import gymnasium as gym, numpy as np, vla_gym
         >>> from vla_gym.perturbations import ControlRate
-        >>> env = ControlRate(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> env = ControlRate(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=1.0)
         >>> obs, info = env.reset(seed=0)
         >>> env.step(np.zeros(7, dtype=np.float32))[4]["held_steps"]
         4

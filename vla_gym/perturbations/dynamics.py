@@ -36,7 +36,7 @@ class DynamicsPerturbation(ModelEditWrapper):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import DynamicsPerturbation
-        >>> env = DynamicsPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> env = DynamicsPerturbation(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=1.0)
         >>> obs, info = env.reset(seed=0)
         >>> env.close()
     """

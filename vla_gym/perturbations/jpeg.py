@@ -38,7 +38,7 @@ class JpegCompression(ImageCorruption):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import JpegCompression
-        >>> env = JpegCompression(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> env = JpegCompression(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=1.0)
         >>> obs, info = env.reset(seed=0)
         >>> env.quality_level()
         10

@@ -111,7 +111,7 @@ class LanguagePerturbation(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import LanguagePerturbation
-        >>> env = LanguagePerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> env = LanguagePerturbation(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=1.0)
         >>> obs, info = env.reset(seed=0)
         >>> obs["instruction"] != "pick up the red cube" and obs["instruction"] == info["instruction"]
         True

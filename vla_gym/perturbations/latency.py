@@ -42,7 +42,7 @@ class ActionDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Examples:
         >>> import gymnasium as gym, numpy as np, vla_gym
         >>> from vla_gym.perturbations import ActionDelay
-        >>> env = ActionDelay(gym.make("vla_gym/Lift", image_size=64), strength=0.0, delay_steps=2)
+        >>> env = ActionDelay(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=0.0, delay_steps=2)
         >>> obs, info = env.reset(seed=0)
         >>> a = np.full(7, 0.5, dtype=np.float32)
         >>> [env.step(a)[4]["executed_action"][0] for _ in range(3)]
@@ -90,7 +90,7 @@ class ObservationDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Examples:
         >>> import gymnasium as gym, numpy as np, vla_gym
         >>> from vla_gym.perturbations import ObservationDelay
-        >>> env = ObservationDelay(gym.make("vla_gym/Lift", image_size=64), strength=0.2)
+        >>> env = ObservationDelay(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=0.2)
         >>> env.delay
         1
         >>> env.close()

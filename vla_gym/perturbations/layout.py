@@ -34,7 +34,7 @@ class LayoutPerturbation(ModelEditWrapper):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import LayoutPerturbation
-        >>> env = LayoutPerturbation(gym.make("vla_gym/Lift", image_size=64, privileged=True), strength=1.0)
+        >>> env = LayoutPerturbation(gym.make("vla_gym/RobosuiteLift-v1", image_size=64, privileged=True), strength=1.0)
         >>> obs, info = env.reset(seed=0)
         >>> env.close()
     """

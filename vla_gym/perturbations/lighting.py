@@ -44,7 +44,7 @@ class LightingPerturbation(ModelEditWrapper):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import LightingPerturbation
-        >>> env = LightingPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> env = LightingPerturbation(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=1.0)
         >>> obs, info = env.reset(seed=0)
         >>> env.close()
     """

@@ -26,7 +26,7 @@ class RobotInitPerturbation(ModelEditWrapper):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import RobotInitPerturbation
-        >>> env = RobotInitPerturbation(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> env = RobotInitPerturbation(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=1.0)
         >>> obs, info = env.reset(seed=0)
         >>> obs["joint_pos"].shape
         (7,)

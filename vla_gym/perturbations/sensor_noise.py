@@ -24,7 +24,7 @@ class GaussianPixelNoise(ImageCorruption):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import GaussianPixelNoise
-        >>> env = GaussianPixelNoise(gym.make("vla_gym/Lift", image_size=64), strength=0.5)
+        >>> env = GaussianPixelNoise(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=0.5)
         >>> obs, info = env.reset(seed=0)
         >>> obs["images"]["agentview"].dtype
         dtype('uint8')
@@ -75,7 +75,7 @@ class MotionBlur(ImageCorruption):
     Examples:
         >>> import gymnasium as gym, vla_gym
         >>> from vla_gym.perturbations import MotionBlur
-        >>> env = MotionBlur(gym.make("vla_gym/Lift", image_size=64), strength=1.0)
+        >>> env = MotionBlur(gym.make("vla_gym/RobosuiteLift-v1", image_size=64), strength=1.0)
         >>> obs, info = env.reset(seed=0)
         >>> env.close()
     """

@@ -11,69 +11,25 @@ is reported as ``warning: FILE:LINE: ...`` and skipped, never a traceback or bad
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from vla_gym.results import EpisodeRecord
+from vla_gym.records import (  # noqa: F401  (re-exported: the record schema lives in vla_gym.records)
+    EPISODES_FILE, MAX_NAME_CHARS, RECORD_SCHEMA, RESULTS_FILE, EpisodeRecord, RecordConflict, RecordError,
+    parse_record, read_episodes,
+)
+from vla_gym.run_reader import read_runs
 
-EPISODES_FILE = "episodes.jsonl"
-RESULTS_FILE = "results.json"
 UNPERTURBED = "none"
 
 
 class ReportInputError(ValueError):
     """Inputs the report cannot use; the message says which file or path and how to fix it."""
-
-
-class RecordError(ValueError):
-    """Why one ``episodes.jsonl`` line is not a usable record (the message names the field)."""
-
-
-_NONE = type(None)
-RECORD_SCHEMA: dict[str, tuple[type, ...]] = {
-    "suite": (str,),
-    "task": (str,),
-    "task_index": (int,),
-    "init_state_id": (int, _NONE),
-    "episode_index": (int,),
-    "seed": (int,),
-    "instruction": (str,),
-    "success": (bool,),
-    "steps": (int,),
-    "sum_reward": (float,),
-    "wall_s": (float,),
-    "latency_ms_mean": (float,),
-    "latency_ms_p95": (float,),
-    "policy_queries": (int,),
-    "video": (str, _NONE),
-    "error": (str, _NONE),
-    "policy": (str,),
-    "perturbation": (str,),
-    "perturbation_strength": (float,),
-    "extra": (dict,),
-}
-"""JSON types allowed per :class:`EpisodeRecord` field. ``int`` excludes booleans; ``float``
-accepts ints too and only finite values. Fields without a default in the record are required."""
-
-_REQUIRED = [
-    f.name
-    for f in dataclasses.fields(EpisodeRecord)
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-]
-NAME_FIELDS = frozenset({"suite", "task", "policy", "perturbation", "video"})
-"""Identifiers printed in terminal tables and used as filter values: no control characters."""
-MAX_NAME_CHARS = 512  # LIBERO task names are ~100 characters
-MAX_TEXT_CHARS = {"instruction": 4096, "video": 1024, "error": 8192}
-MAX_LINE_BYTES = 1 << 20
-MAX_INT = 2**63  # ints must fit a signed 64-bit integer
-MAX_WARNINGS_PER_FILE = 20
 
 
 @dataclass(frozen=True)
@@ -180,153 +136,36 @@ def _read_meta(run_dir: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def _show(value: Any) -> str:
-    """Short, escaped rendering of an untrusted value for a warning (no terminal escapes)."""
-    text = ascii(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _json_type(t: type) -> str:
-    """JSON's name for a Python type, as a user editing ``episodes.jsonl`` sees it."""
-    names = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "array"}
-    return "null" if t is _NONE else names.get(t, t.__name__)
-
-
-def _check_text(name: str, value: str) -> str:
-    """Length, encoding and (for identifiers) control-character checks of a string field."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RecordError(f"field {name!r} is not valid Unicode text (lone surrogate)") from None
-    if name in NAME_FIELDS and any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
-        raise RecordError(f"field {name!r} contains control characters: {_show(value)}")
-    limit = MAX_TEXT_CHARS.get(name, MAX_NAME_CHARS)
-    if len(value) > limit:
-        if name == "error":  # keep the crashed episode counted; the message tail is expendable
-            return value[:limit] + " ... (truncated)"
-        raise RecordError(f"field {name!r} is longer than {limit} characters ({len(value)})")
-    if name == "video":
-        parts = PurePosixPath(value).parts
-        if not value or value.startswith("/") or "\\" in value or ".." in parts:
-            raise RecordError(
-                f"field 'video' must be a relative path inside the run directory, got {_show(value)}"
-            )
-    return value
-
-
-def _check_field(name: str, value: Any, allowed: tuple[type, ...]) -> Any:
-    """``value`` if it has one of the ``allowed`` types (see :data:`RECORD_SCHEMA`), else raise."""
-    if value is None:
-        ok = _NONE in allowed
-    elif isinstance(value, bool):  # before int: bool is an int subclass in Python, not in JSON
-        ok = bool in allowed
-    elif isinstance(value, int):
-        ok = int in allowed or float in allowed
-    elif isinstance(value, float):
-        ok = float in allowed
-    else:
-        ok = any(isinstance(value, t) for t in allowed if t in (str, dict))
-    if not ok:
-        want = " or ".join(_json_type(t) for t in allowed)
-        raise RecordError(f"field {name!r} must be {want}, got {_json_type(type(value))} {_show(value)}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, int) and not -MAX_INT <= value < MAX_INT:
-            raise RecordError(f"field {name!r} is out of range: {_show(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RecordError(f"field {name!r} must be finite, got {value}")
-        return float(value) if float in allowed else value
-    if isinstance(value, str):
-        return _check_text(name, value)
-    return value
-
-
-def parse_record(raw: bytes) -> tuple[EpisodeRecord, list[str]]:
-    """One ``episodes.jsonl`` line as a checked record, plus the unknown field names it had.
-
-    Unknown fields (a newer writer) are ignored, not fatal; nothing renders them.
-
-    Raises:
-        RecordError: the line is not UTF-8 JSON, not an object, or breaks :data:`RECORD_SCHEMA`.
-    """
-    if len(raw) > MAX_LINE_BYTES:
-        raise RecordError(f"line is longer than {MAX_LINE_BYTES} bytes")
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise RecordError("line is not UTF-8") from None
-    except (ValueError, RecursionError) as e:
-        raise RecordError(f"not JSON ({type(e).__name__}: {str(e)[:80]})") from None
-    if not isinstance(obj, dict):
-        raise RecordError(f"expected a JSON object, got {_json_type(type(obj))}")
-    missing = [f for f in _REQUIRED if f not in obj]
-    if missing:
-        raise RecordError("missing field(s): " + ", ".join(missing))
-    values, unknown = {}, []
-    for name, value in obj.items():
-        allowed = RECORD_SCHEMA.get(name)
-        if allowed is None:
-            unknown.append(name)
-        else:
-            values[name] = _check_field(name, value, allowed)
-    return EpisodeRecord(**values), unknown
-
-
-def read_episodes(path: Path) -> list[EpisodeRecord]:
-    """The valid records of one ``episodes.jsonl``; every other line is a warning on stderr.
-
-    A last line without its newline that is not JSON is a crash mid-append, expected after an
-    interrupted run; it is noted like the others. The report and ``vla_gym.merge`` both read
-    records only through here.
-    """
-    if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")
-    records: list[EpisodeRecord] = []
-    problems: list[str] = []
-    unknown: dict[str, None] = {}
-    for lineno, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            rec, extra = parse_record(raw)
-        except RecordError as e:
-            torn = lineno == len(lines) and str(e).startswith("not JSON")
-            problems.append(
-                f"{path}:{lineno}: incomplete last line ignored (run interrupted mid-write?)"
-                if torn
-                else f"{path}:{lineno}: record skipped: {e}"
-            )
-            continue
-        records.append(rec)
-        unknown.update(dict.fromkeys(extra))
-    for msg in problems[:MAX_WARNINGS_PER_FILE]:
-        print(f"warning: {msg}", file=sys.stderr)
-    if len(problems) > MAX_WARNINGS_PER_FILE:
-        print(f"warning: {path}: {len(problems) - MAX_WARNINGS_PER_FILE} more lines skipped", file=sys.stderr)
-    if unknown:
-        names = ", ".join(_show(n) for n in list(unknown)[:5]) + (", ..." if len(unknown) > 5 else "")
-        print(f"warning: {path}: ignored unknown field(s) {names}", file=sys.stderr)
-    return records
+def _run(run_dir: Path, records: list[EpisodeRecord]) -> Run:
+    meta = _read_meta(run_dir)
+    run = Run(path=run_dir, meta=meta)
+    for rec in records:
+        run.episodes.append(Episode(record=rec, run_dir=run_dir, policy=policy_label(rec, meta, run_dir)))
+    return run
 
 
 def load_run(run_dir: Path) -> Run:
-    """Read one run directory."""
-    meta = _read_meta(run_dir)
-    run = Run(path=run_dir, meta=meta)
-    for rec in read_episodes(run_dir / EPISODES_FILE):
-        run.episodes.append(Episode(record=rec, run_dir=run_dir, policy=policy_label(rec, meta, run_dir)))
-    return run
+    """Read one run directory (each episode once)."""
+    return load_runs([run_dir])[0]
 
 
 def load_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
     """Discover and read all runs under ``paths``; runs without any episode are skipped.
 
+    Every episode is counted once (:func:`vla_gym.run_reader.read_runs`: duplicates within a file
+    and across dirs of one config dropped with a warning, a merged dir replacing its sources).
+
     Raises:
-        ReportInputError: nothing found, or every run found is empty.
+        ReportInputError: nothing found, every run found is empty, or one episode is recorded
+            with two outcomes (naming both files).
     """
     runs, empty = [], []
-    for d in discover_run_dirs(paths):
-        run = load_run(d)
+    try:
+        found = read_runs(discover_run_dirs(paths))
+    except RecordConflict as e:
+        raise ReportInputError(str(e)) from None
+    for d, records in found:
+        run = _run(d, records)
         (runs if run.episodes else empty).append(run)
     for run in empty:
         print(f"warning: {run.path / EPISODES_FILE} has no complete episode; skipped", file=sys.stderr)

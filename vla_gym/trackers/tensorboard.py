@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_gym.trackers import RunSummary, _get, episode_scalars
+from vla_gym.trackers.summary import RunSummary, episode_scalars, get_key
 
 
 def _gif(path: Path, max_frames: int, scale: float) -> tuple[bytes, int, int, int]:
@@ -52,7 +52,7 @@ class TensorBoardTracker:
 
     def log_dir(self, summary: RunSummary) -> Path:
         """Where the event files go: ``tracker.log_dir``, else ``<run dir>/tensorboard``."""
-        return Path(_get(self.cfg, "log_dir") or summary.run_dir / "tensorboard")
+        return Path(get_key(self.cfg, "log_dir") or summary.run_dir / "tensorboard")
 
     def log_run(self, summary: RunSummary) -> None:
         """Write scalars, the config text and the videos; the writer is flushed and closed."""
@@ -79,9 +79,9 @@ class TensorBoardTracker:
             tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[text.encode()],
                                             tensor_shape=tensor_shape_pb2.TensorShapeProto())
             emit(0, summary_pb2.Summary.Value(tag="config", metadata=meta, tensor=tensor))
-            if _get(self.cfg, "log_videos") is not False:
-                max_frames = int(_get(self.cfg, "video_max_frames") or 100)
-                scale = float(_get(self.cfg, "video_scale") or 1.0)
+            if get_key(self.cfg, "log_videos") is not False:
+                max_frames = int(get_key(self.cfg, "video_max_frames") or 100)
+                scale = float(get_key(self.cfg, "video_scale") or 1.0)
                 for ep, path in summary.videos():
                     gif, h, w, _ = _gif(path, max_frames, scale)
                     tag = f"video/{ep['task']}/{Path(ep['video']).stem}"

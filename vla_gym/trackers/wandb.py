@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vla_gym.trackers import RunSummary, _get, episode_scalars
+from vla_gym.trackers.summary import RunSummary, episode_scalars, get_key
 
 TABLE_COLUMNS = ["task", "episode", "outcome", "instruction", "steps", "video"]
 
@@ -31,7 +31,7 @@ class WandbTracker:
 
     def _table(self, wandb: Any, summary: RunSummary) -> Any:
         table = wandb.Table(columns=TABLE_COLUMNS)
-        videos = dict((id(ep), path) for ep, path in summary.videos()) if _get(self.cfg, "log_videos") is not False \
+        videos = dict((id(ep), path) for ep, path in summary.videos()) if get_key(self.cfg, "log_videos") is not False \
             else {}
         for ep in summary.episodes:
             path = videos.get(id(ep))
@@ -52,12 +52,12 @@ class WandbTracker:
             data["eval/episodes"] = self._table(wandb, summary)
             run.log(data, step=self.step)
             return
-        settings_dir = _get(self.cfg, "dir") or os.environ.get("WANDB_DIR") or str(summary.run_dir)
+        settings_dir = get_key(self.cfg, "dir") or os.environ.get("WANDB_DIR") or str(summary.run_dir)
         os.makedirs(settings_dir, exist_ok=True)
         run = wandb.init(
-            project=_get(self.cfg, "project") or "vla_gym", entity=_get(self.cfg, "entity") or None,
-            mode=_get(self.cfg, "mode") or None, dir=settings_dir, name=summary.name, group=summary.group,
-            job_type="eval", tags=list(_get(self.cfg, "tags") or []), config=summary.config,
+            project=get_key(self.cfg, "project") or "vla_gym", entity=get_key(self.cfg, "entity") or None,
+            mode=get_key(self.cfg, "mode") or None, dir=settings_dir, name=summary.name, group=summary.group,
+            job_type="eval", tags=list(get_key(self.cfg, "tags") or []), config=summary.config,
             reinit="create_new",
         )
         try:
