@@ -46,7 +46,7 @@ def test_rollout_overrides_pass_through_like_python_m() -> None:
     ours = _run("rollout", *args)
     assert ours.returncode == 0, ours.stderr
     cfg = yaml.safe_load(ours.stdout)
-    assert cfg["env"]["id"] == "vla_gym/Lift" and cfg["episodes_per_task"] == 3 and cfg["video"]["enabled"] is False
+    assert cfg["env"]["id"] == "vla_gym/RobosuiteLift-v1" and cfg["episodes_per_task"] == 3 and cfg["video"]["enabled"] is False
     theirs = subprocess.run([sys.executable, "-m", "vla_gym.rollout", *args], capture_output=True, text=True,
                             timeout=120)
     assert theirs.returncode == 0 and yaml.safe_load(theirs.stdout) == cfg
@@ -64,7 +64,7 @@ def test_envs_lists_suites_and_tasks_from_libero() -> None:
 
     r = _run("envs")
     assert r.returncode == 0, r.stderr
-    assert "robosuite_lift" in r.stdout and "vla_gym/Lift" in r.stdout and "libero_spatial_lan" in r.stdout
+    assert "robosuite_lift" in r.stdout and "vla_gym/RobosuiteLift-v1" in r.stdout and "libero_spatial_lan" in r.stdout
     r = _run("envs", "libero_object", "robosuite_stack")
     assert r.returncode == 0, r.stderr
     suite = load_suite("libero_object")

@@ -82,7 +82,7 @@ def test_tensorboard_event_files_hold_the_results(run_dir: Path) -> None:
         assert acc.Scalars(f"task/{key}/episodes")[0].value == s["episodes"]
     assert "policy/latency_ms_mean" in scalars
     config_text = acc.Tensors("config")[0].tensor_proto.string_val[0].decode()
-    assert '"id": "vla_gym/Lift"' in config_text and '"max_steps": 5' in config_text
+    assert '"id": "vla_gym/RobosuiteLift-v1"' in config_text and '"max_steps": 5' in config_text
     images = acc.Tags()["images"]
     assert sorted(images) == sorted(f"video/{r['task']}/{Path(r['video']).stem}" for r in records)
     from PIL import Image
@@ -176,7 +176,7 @@ def test_wandb_offline_run_holds_the_results(run_dir: Path, wandb_env: dict) -> 
     assert [got["summary"]["overall/ci95_low"], got["summary"]["overall/ci95_high"]] == pytest.approx(overall["ci95"])
     for key, s in results["per_task"].items():
         assert got["summary"][f"task/{key}/success_rate"] == pytest.approx(s["success_rate"])
-    assert got["config"]["env"]["id"] == "vla_gym/Lift" and got["config"]["max_steps"] == 5
+    assert got["config"]["env"]["id"] == "vla_gym/RobosuiteLift-v1" and got["config"]["max_steps"] == 5
     assert got["run"].project == "vla_gym_test" and got["run"].display_name == run_dir.name
     assert got["run"].job_type == "eval"
     _check_table(got["artifacts"], run_dir, records)
@@ -193,7 +193,7 @@ def test_evaluate_logs_into_an_existing_wandb_run(run_dir: Path, wandb_env: dict
     (row,) = [h for h in got["history"] if "eval/overall/success_rate" in h]
     assert row["_step"] == 200 and row["eval/overall/success_rate"] == pytest.approx(results["overall"]["success_rate"])
     assert [h["_step"] for h in got["history"] if "train/loss" in h] == [100, 300]
-    assert got["config"]["vla_gym_eval"]["env"]["id"] == "vla_gym/Lift"
+    assert got["config"]["vla_gym_eval"]["env"]["id"] == "vla_gym/RobosuiteLift-v1"
     _check_table(got["artifacts"], run_dir, _records(run_dir))
 
 

@@ -24,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 PROG = "vla-gym"
 
@@ -143,26 +143,24 @@ def _env_configs() -> dict[str, dict]:
     return out
 
 
-def _libero_tasks(suite: str) -> list[tuple[str, str, int | str]]:
-    """(name, instruction, number of init states) of every task of a LIBERO suite."""
-    from vla_gym.envs.libero import load_suite
-
-    s = load_suite(suite)
+def _suite_rows(suite: Any) -> list[tuple[str, str, int | str]]:
+    """(name, instruction, number of init states) of every task the suite declares."""
     rows = []
-    for i in range(s.n_tasks):
-        task = s.get_task(i)
+    for i, task in enumerate(suite.tasks):
+        instruction = suite.instructions[i] if i < len(suite.instructions) else "(the bddl's, read when the env is built)"
         try:
-            n: int | str = len(s.get_task_init_states(i))
+            n: int | str = suite.init_states(i) if suite.init_states is not None else "none (placements from the seed)"
         except Exception as e:  # noqa: BLE001 - a listing shows what it cannot read instead of stopping
             n = f"? ({type(e).__name__})"
-        rows.append((task.name, str(task.language), n))
+        rows.append((task, instruction, n))
     return rows
 
 
 def envs_main(argv: Sequence[str] | None = None) -> int:
-    """``vla-gym envs [NAME ...]``: the env configs, or the tasks of the named ones."""
-    from vla_gym.envs.libero import SUPPORTED_SUITES, max_episode_steps
-    from vla_gym.envs.robosuite_tasks import TASKS
+    """``vla-gym envs [NAME ...]``: the env configs, or the tasks of the named ones (as each suite declares them)."""
+    from vla_gym.envs import env_id
+    from vla_gym.envs.libero import SUPPORTED_SUITES
+    from vla_gym.envs.suite import SuiteError, describe
 
     p = argparse.ArgumentParser(
         prog=f"{PROG} envs", description="List env configs (env=NAME); with NAMEs, their tasks.",
@@ -172,34 +170,42 @@ def envs_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("names", nargs="*", metavar="NAME", help="conf/env config names or LIBERO(-PRO) suite names")
     args = p.parse_args(argv)
     configs = _env_configs()
+
+    def suite_of(cfg: dict[str, Any]) -> Any:
+        return describe(str(cfg["id"]), dict(cfg.get("kwargs") or {}))
+
     if not args.names:
-        print(f"{'env=':<30} {'gymnasium id':<34} {'kind':<10} {'max steps':>9}")
+        print(f"{'env=':<30} {'gymnasium id':<38} {'suite':<16} {'max steps':>9}")
+        listed = set()
         for name, c in configs.items():
-            short = str(c.get("id", "")).split("/", 1)[-1]
-            steps = max_episode_steps(short) if c.get("kind") == "libero" else TASKS[short].max_episode_steps
-            print(f"{name:<30} {c.get('id', ''):<34} {c.get('kind', ''):<10} {steps:>9}")
-        pro = [s for s in SUPPORTED_SUITES if f"vla_gym/{s}" not in {c.get("id") for c in configs.values()}]
-        print(f"\nLIBERO-PRO suites (gym ids vla_gym/<suite>, or env=<base> perturbation=libero_pro_*): "
-              f"{', '.join(pro)}")
+            try:
+                suite = suite_of(c)
+            except SuiteError as e:
+                print(f"{name:<30} {c.get('id', ''):<34} error: {e}")
+                continue
+            listed.add(suite.name)
+            print(f"{name:<30} {c.get('id', ''):<38} {suite.name:<16} {suite.max_episode_steps or '-':>9}")
+        pro = [s for s in SUPPORTED_SUITES if s not in listed]
+        print(f"\nLIBERO-PRO suites (gym ids {env_id('libero_spatial_lan')} style, or env=<base> "
+              f"perturbation=libero_pro_*): {', '.join(pro)}")
         print(f"Tasks of one: {PROG} envs NAME")
         return 0
     for name in args.names:
-        cfg = configs.get(name)
-        short = str(cfg["id"]).split("/", 1)[-1] if cfg else name
-        if short in TASKS:
-            t = TASKS[short]
-            print(f"{name} (vla_gym/{short}, robosuite, max {t.max_episode_steps} steps): 1 task, seeded placements")
-            print(f"  0  {short}: {t.instruction}")
-        elif short in SUPPORTED_SUITES:
-            rows = _libero_tasks(short)
-            print(f"{name} (vla_gym/{short}, LIBERO, max {max_episode_steps(short)} steps): {len(rows)} tasks")
-            for i, (task, instruction, n) in enumerate(rows):
-                print(f"  {i:>2}  {task}\n      instruction: {instruction}\n      init states: {n}")
-        else:
+        cfg = configs.get(name) or ({"id": env_id(name)} if name in SUPPORTED_SUITES else None)
+        if cfg is None:
             hint = difflib.get_close_matches(name, [*configs, *SUPPORTED_SUITES], n=1)
             print(f"error: unknown env {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
                   + f" (see `{PROG} envs`)", file=sys.stderr)
             return 2
+        try:
+            suite = suite_of(cfg)
+        except SuiteError as e:
+            print(f"error: {name}: {e}", file=sys.stderr)
+            return 2
+        rows = _suite_rows(suite)
+        print(f"{name} ({cfg['id']}, suite {suite.name}, max {suite.max_episode_steps} steps): {len(rows)} task(s)")
+        for i, (task, instruction, n) in enumerate(rows):
+            print(f"  {i:>2}  {task}\n      instruction: {instruction}\n      init states: {n}")
         print()
     return 0
 
