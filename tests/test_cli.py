@@ -96,3 +96,14 @@ def test_shell_completion_goes_through_hydra() -> None:
     assert q.returncode == 0 and q.stdout.split() == ["env=libero_spatial"]
     q = _run("-sc", "query=bash", env={"COMP_LINE": "vla-gym pol", "COMP_POINT": "11"})
     assert q.stdout.split() == ["policies"]
+
+
+def test_rollout_imports_the_users_own_modules_from_the_working_directory(tmp_path: Path) -> None:
+    """As `python -m vla_gym.rollout` does: an env suite of the user's project (here the test tree's toy suite)."""
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([str(SCRIPT), "rollout", "hydra.searchpath=[file://tests/conf]", "env=toy", "policy=random",
+                        "policy.cameras=[agentview]", "policy.image_size=32", "episodes_per_task=1", "video.enabled=false",
+                        "tasks=[0]", f"output_dir={tmp_path / 'run'}"],
+                       capture_output=True, text=True, timeout=300, cwd=root, env={**os.environ})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "run" / "results.json").is_file()

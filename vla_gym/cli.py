@@ -341,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(a in ("-h", "--help") for a in rest):
             print(_rollout_help() if name == "rollout" else _serve_help())
             return 0
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            # as `python -m vla_gym.<module>` does: a config's `_target_` or `env.id: module:Env-v0` may name
+            # a module of the user's own project, run from its root
+            sys.path.insert(0, os.getcwd())
         return _run_module(sub.module, rest)  # --hydra-help, --cfg job, -m, -sc: Hydra's own
     sys.argv[0] = f"{PROG} {name}"  # argparse's prog in usage lines
     if any(a in ("-h", "--help") for a in rest) and sub.help:
