@@ -104,7 +104,7 @@ class RobosuiteBackedEnv(gym.Env[dict, np.ndarray]):
         render_quality: ``"reference"`` (default): MuJoCo's rendering exactly as LIBERO and
             robosuite configure it, the pixels published policies were evaluated on.
             ``"fast"``: no MSAA and no reflections, about 2x cheaper per camera on a CPU
-            renderer but different pixels (measured in the README); an explicit opt-in.
+            renderer but different pixels (measured in docs/benchmarks.md); an explicit opt-in.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": contract.CONTROL_FREQ_HZ}

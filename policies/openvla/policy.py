@@ -325,7 +325,7 @@ class OpenVLAPolicy(OpenVLAFamilyPolicy):
             center_crop: Reference center crop (area 0.9); the LIBERO fine-tunes need it.
             device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
             image_size: Size the env renders at: 256 = reference pixels (default); 224 = fast
-                path (no resize, slightly different pixels; see README).
+                path (no resize, slightly different pixels; see docs/explanation/fidelity.md).
             base_checkpoint: HF-format dir giving config/tokenizer/processor for a Prismatic run.
             camera: Camera to read (``agentview`` in the reference).
             gripper: ``libero`` (reference post-processing to -1 open / +1 close) or ``raw``.
