@@ -1,52 +1,26 @@
 """The torch policy families the benchmarks measure: how to load each and where its tiny checkpoint comes from.
 
-Every family loads through its public ``from_pretrained`` (the Hydra ``_target_`` of its
-``conf/policy`` YAML), exactly as the runner does. Tiny checkpoints are written by each family's
-own ``make_tiny`` in a child process (building models in the measuring process slows its later
-torch calls), under one scratch directory per benchmark run.
+Discovered, not listed: every ``conf/policy`` option that a family's ``make_tiny.TINY`` declares
+(:mod:`vla_gym.policies.tiny_checkpoints`) is a benchmarked family, under its option name. Each
+loads through the ``_target_`` of its ``conf/policy`` YAML (its public ``from_pretrained``),
+exactly as the runner does. Tiny checkpoints are written by the family's declared writer in a
+child process (building models in the measuring process slows its later torch calls), under
+one scratch directory per benchmark run.
 """
 
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from vla_gym.policies.tiny_checkpoints import make_all_in_subprocess
+from omegaconf import OmegaConf
 
+from vla_gym.policies.tiny_checkpoints import make_in_subprocess, options
+from vla_gym.policies.toolkit.tiny import TinyCheckpoints, TinyOption
 
-def _run(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", *args], check=True, capture_output=True)
-
-
-def _tiny_openvla(name: str) -> Callable[[Path], tuple[Path, dict[str, Any]]]:
-    def write(root: Path) -> tuple[Path, dict[str, Any]]:
-        if not (root / "openvla").is_dir():
-            make_all_in_subprocess(root)
-        return root / name, {}
-
-    return write
-
-
-def _tiny_tinyvla(root: Path) -> tuple[Path, dict[str, Any]]:
-    out = root / "tinyvla"
-    if not out.is_dir():
-        _run("vla_gym.policies.tinyvla.make_tiny", str(out))
-    (checkpoint,) = sorted((out / "run").glob("checkpoint-*"))
-    return checkpoint, {"model_base": out / "base"}
-
-
-def _tiny_pi0(variant: str) -> Callable[[Path], tuple[Path, dict[str, Any]]]:
-    def write(root: Path) -> tuple[Path, dict[str, Any]]:
-        out = root / f"{variant}-openpi"
-        if not out.is_dir():
-            _run("vla_gym.policies.pi0.make_tiny", str(out), "--layout", "openpi", "--variant", variant)
-        return out, {}
-
-    return write
+CONF_POLICY = Path(__file__).resolve().parents[1] / "conf" / "policy"
 
 
 @dataclass(frozen=True)
@@ -77,18 +51,32 @@ class Family:
         return getattr(importlib.import_module(module), cls)
 
 
-FAMILIES: dict[str, Family] = {
-    "openvla": Family("vla_gym.policies.openvla:OpenVLAPolicy", _tiny_openvla("openvla"), wrist=False),
-    "openvla_oft": Family("vla_gym.policies.openvla_oft:OpenVLAOFTPolicy", _tiny_openvla("openvla-oft"),
-                          wrist=True),
-    # TinyVLA and pi0 state their fp32 math as the reference (issues 11/12); fp16/bf16 are measured against it.
-    "tinyvla": Family("vla_gym.policies.tinyvla:TinyVLAPolicy", _tiny_tinyvla, wrist=True, stochastic=True,
-                      reference_setting="fp32"),
-    "pi0": Family("vla_gym.policies.pi0:Pi0Policy", _tiny_pi0("pi0"), wrist=True, stochastic=True,
-                  reference_setting="fp32", extra={"variant": "pi0"}, cpu_extra={"precision": "fp32"}),
-    "pi05": Family("vla_gym.policies.pi0:Pi0Policy", _tiny_pi0("pi05"), wrist=True, stochastic=True,
-                   reference_setting="fp32", extra={"variant": "pi05"}, cpu_extra={"precision": "fp32"}),
-}
+def _target(option: str) -> str:
+    """``module:Class`` of ``conf/policy/<option>.yaml``'s ``_target_`` (``...Class.from_pretrained``)."""
+    path = str(OmegaConf.load(CONF_POLICY / f"{option}.yaml")["_target_"]).removesuffix(".from_pretrained")
+    module, _, cls = path.rpartition(".")
+    return f"{module}:{cls}"
+
+
+def _tiny(tiny: TinyCheckpoints, how: TinyOption) -> Callable[[Path], tuple[Path, dict[str, Any]]]:
+    def write(root: Path) -> tuple[Path, dict[str, Any]]:
+        out = root / tiny.name  # one dir per set, written once per scratch dir
+        done = out / "paths.txt"
+        if not done.is_file():
+            paths = make_in_subprocess(out, tiny.name)
+            done.write_text("".join(f"{k}: {v}\n" for k, v in paths.items()))
+        paths = dict(line.split(": ", 1) for line in done.read_text().splitlines())
+        return Path(paths[how.checkpoint]), {k: Path(paths[v]) for k, v in how.paths.items()}
+
+    return write
+
+
+def _family(option: str, tiny: TinyCheckpoints, how: TinyOption) -> Family:
+    return Family(_target(option), _tiny(tiny, how), wrist=how.wrist, stochastic=how.stochastic,
+                  reference_setting=how.reference_setting, extra=dict(how.kwargs), cpu_extra=dict(how.cpu_kwargs))
+
+
+FAMILIES: dict[str, Family] = {option: _family(option, tiny, how) for option, (tiny, how) in options().items()}
 
 
 def load(family: str, checkpoint: Path, quantization: dict[str, Any] | str, device: str = "cpu",

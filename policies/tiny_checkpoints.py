@@ -2,84 +2,96 @@
 
 ``python -m vla_gym.policies.tiny_checkpoints OUTDIR [--seed N] [--families openvla,tinyvla,pi0]``
 writes randomly initialised checkpoints with the release file names, config keys and parameter
-names (see each family's ``make_tiny``). This module sits above the families' writers, so they
-never import each other.
+names. The families are discovered, not listed: each family folder whose ``make_tiny`` module
+declares ``TINY`` (a :class:`~vla_gym.policies.toolkit.tiny.TinyCheckpoints`) is one
+``--families`` name. This module sits above the families' writers, so they never import each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import pkgutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-OPENVLA_NAMES = ("openvla", "openvla-prismatic", "openvla-oft", "openvla-oft-film")
-FAMILIES = ("openvla", "tinyvla", "pi0")
+from vla_gym.policies.toolkit.tiny import TinyCheckpoints, TinyOption
+
+PACKAGE = "vla_gym.policies"
 
 
-def _openvla(outdir: Path, seed: int) -> dict[str, Path]:
-    """OpenVLA (HF release and Prismatic run) and OpenVLA-OFT (plain and FiLM), sharing one VLA."""
-    from vla_gym.policies.openvla.make_tiny import norm_stats, write_hf_checkpoint, write_prismatic_run
-    from vla_gym.policies.openvla_oft.make_tiny import write_film_checkpoint, write_oft_checkpoint
+def discover() -> dict[str, TinyCheckpoints]:
+    """``--families`` name -> declaration, from every ``vla_gym.policies.<family>.make_tiny.TINY``.
 
-    stats = norm_stats("libero_spatial_no_noops", with_proprio=False)
-    state = write_hf_checkpoint(outdir / "openvla", stats, seed)
-    write_prismatic_run(outdir / "openvla-prismatic", state, stats)
-    write_oft_checkpoint(outdir / "openvla-oft", base_state=state, seed=seed + 1)
-    write_film_checkpoint(outdir / "openvla-oft-film", outdir / "openvla-oft", base_state=state, seed=seed + 2)
-    return {name: outdir / name for name in OPENVLA_NAMES}
-
-
-def _tinyvla(outdir: Path, seed: int) -> dict[str, Path]:
-    """TinyVLA: ``tinyvla-base``, the LoRA ``tinyvla-checkpoint`` (``run/checkpoint-N``), ``tinyvla-merged``."""
-    from vla_gym.policies.tinyvla.make_tiny import write_tiny_tinyvla
-
-    dirs = write_tiny_tinyvla(outdir / "tinyvla", seed)
-    return {f"tinyvla-{k}": v for k, v in dirs.items()}
-
-
-def _pi0(outdir: Path, seed: int) -> dict[str, Path]:
-    """pi0 and pi0.5 in both layouts: ``pi0-openpi``, ``pi0-lerobot``, ``pi05-openpi``, ``pi05-lerobot``."""
-    from vla_gym.policies.pi0.make_tiny import write_tiny_pi0
-
-    return {f"{v}-{layout}": write_tiny_pi0(outdir / f"{v}-{layout}", layout, v, seed)
-            for v in ("pi0", "pi05") for layout in ("openpi", "lerobot")}
+    Only family packages that have a ``make_tiny`` module are imported (their writers import
+    torch lazily or at top level; nothing else of the package is loaded).
+    """
+    package = importlib.import_module(PACKAGE)
+    found: dict[str, TinyCheckpoints] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.ispkg or importlib.util.find_spec(f"{PACKAGE}.{info.name}.make_tiny") is None:
+            continue
+        tiny = getattr(importlib.import_module(f"{PACKAGE}.{info.name}.make_tiny"), "TINY", None)
+        if tiny is None:
+            continue  # helpers another family's declaration uses (openvla: written by openvla_oft's set)
+        if not isinstance(tiny, TinyCheckpoints):
+            raise TypeError(f"{PACKAGE}.{info.name}.make_tiny.TINY is a {type(tiny).__name__}, not TinyCheckpoints")
+        if tiny.name in found:
+            raise ValueError(f"two families declare the tiny set {tiny.name!r}")
+        found[tiny.name] = tiny
+    return found
 
 
-WRITERS = {"openvla": _openvla, "tinyvla": _tinyvla, "pi0": _pi0}
+def options() -> dict[str, tuple[TinyCheckpoints, TinyOption]]:
+    """``conf/policy`` option -> (the set that serves it, how it loads), over every discovered family."""
+    out: dict[str, tuple[TinyCheckpoints, TinyOption]] = {}
+    for tiny in discover().values():
+        for option, how in tiny.options.items():
+            if option in out:
+                raise ValueError(f"conf/policy option {option!r} is declared by {out[option][0].name!r} "
+                                 f"and {tiny.name!r}")
+            out[option] = (tiny, how)
+    return out
 
 
-def make_all(outdir: Path, seed: int = 0, families: Sequence[str] = ("openvla",)) -> dict[str, Path]:
+def make_all(outdir: Path, seed: int = 0, families: Sequence[str] | None = None) -> dict[str, Path]:
     """Write the tiny checkpoints of ``families`` under ``outdir``; returns their paths by name.
 
-    The default is OpenVLA/OFT only (what most tests share); the CLI writes every family.
+    ``None`` writes the sets declared ``default`` (OpenVLA/OFT: what most tests share); the CLI
+    writes every family.
     """
-    unknown = sorted(set(families) - set(WRITERS))
+    found = discover()
+    if families is None:
+        families = [name for name, tiny in found.items() if tiny.default]
+    unknown = sorted(set(families) - set(found))
     if unknown:
-        raise ValueError(f"unknown families {unknown}; valid: {list(WRITERS)}")
+        raise ValueError(f"unknown families {unknown}; valid: {list(found)}")
     outdir = Path(outdir)
     paths: dict[str, Path] = {}
     for family in families:
-        paths.update(WRITERS[family](outdir, seed))
+        paths.update(found[family].write(outdir, seed))
     return paths
 
 
-def make_all_in_subprocess(outdir: Path) -> dict[str, Path]:
-    """OpenVLA/OFT's :func:`make_all` in a child process (building models in a measuring process
-    slows its later torch calls)."""
-    outdir = Path(outdir)
-    subprocess.run([sys.executable, "-m", "vla_gym.policies.tiny_checkpoints", str(outdir), "--families", "openvla"],
-                   check=True, capture_output=True)
-    return {name: outdir / name for name in OPENVLA_NAMES}
+def make_in_subprocess(outdir: Path, family: str, seed: int = 0) -> dict[str, Path]:
+    """:func:`make_all` of one family in a child process (building models in a measuring process
+    slows its later torch calls); returns the paths the child printed."""
+    done = subprocess.run([sys.executable, "-m", "vla_gym.policies.tiny_checkpoints", str(outdir),
+                           "--seed", str(seed), "--families", family], check=True, capture_output=True, text=True)
+    return {name: Path(path) for name, _, path in
+            (line.partition(": ") for line in done.stdout.splitlines() if ": " in line)}
 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``python -m vla_gym.policies.tiny_checkpoints OUTDIR [--seed N] [--families ...]``."""
+    names = list(discover())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outdir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated, of {list(FAMILIES)}")
+    parser.add_argument("--families", default=",".join(names), help=f"comma-separated, of {names}")
     args = parser.parse_args(argv)
     try:
         paths = make_all(args.outdir, args.seed, [f for f in args.families.split(",") if f])

@@ -1,8 +1,8 @@
 """Every option of every config group in conf/ composes and builds through the runner's own code.
 
 The options are read from the conf/ tree, so a new YAML is covered without editing this file:
-env -> ``make_env`` + reset + steps; policy -> ``build_policy`` (tiny OpenVLA / OFT checkpoints,
-a temporary replay file); quantization -> ``build_policy`` of the tiny OpenVLA with that node;
+env -> ``make_env`` + reset + steps; policy -> ``build_policy`` (each family's declared tiny
+checkpoint, a temporary replay file); quantization -> ``build_policy`` of the tiny OpenVLA with that node;
 perturbation -> ``make_env`` with its wrappers / env kwargs + reset; experiment -> compose, and
 every swept group value must be an existing option.
 """
@@ -122,33 +122,26 @@ def test_env_option_builds_resets_and_steps(name):
 
 # ---------------------------------------------------------------------------- policy
 @pytest.fixture(scope="module")
-def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+def tiny_sets(tmp_path_factory) -> Callable[[str], dict[str, Path]]:
+    """Tiny checkpoint set name -> its written paths, each set written on first use by the writer
+    its family declares (``make_tiny.TINY``, discovered: no family is listed here)."""
     pytest.importorskip("torch")
-    pytest.importorskip("timm")
-    pytest.importorskip("transformers")
     from vla_gym.policies.tiny_checkpoints import make_all
 
-    return make_all(tmp_path_factory.mktemp("tiny_ckpts"))
+    root = tmp_path_factory.mktemp("tiny_ckpts")
+    written: dict[str, dict[str, Path]] = {}
 
+    def paths(name: str) -> dict[str, Path]:
+        if name not in written:
+            try:
+                written[name] = make_all(root, families=[name])
+            except ModuleNotFoundError as exc:  # a family's optional stack (diffusers, sentencepiece, ...)
+                if (exc.name or "").startswith("vla_gym"):
+                    raise
+                pytest.skip(f"tiny {name} checkpoints need {exc.name}")
+        return written[name]
 
-@pytest.fixture(scope="module")
-def tiny_tinyvla(tmp_path_factory) -> dict[str, Path]:
-    """TinyVLA's tiny base VLM + LoRA run (``base``, ``checkpoint``, ...), from its public make_tiny."""
-    pytest.importorskip("diffusers")
-    from vla_gym.policies.tinyvla.make_tiny import write_tiny_tinyvla
-
-    return write_tiny_tinyvla(tmp_path_factory.mktemp("tiny_tinyvla"))
-
-
-@pytest.fixture(scope="module")
-def tiny_pi0(tmp_path_factory) -> dict[str, Path]:
-    """Tiny pi0 (openpi-PyTorch layout) and pi0.5 (LeRobot layout) dirs, from their public make_tiny."""
-    pytest.importorskip("sentencepiece")
-    from vla_gym.policies.pi0.make_tiny import write_tiny_pi0
-
-    root = tmp_path_factory.mktemp("tiny_pi0")
-    return {"pi0": write_tiny_pi0(root / "pi0-openpi", "openpi", "pi0"),
-            "pi05": write_tiny_pi0(root / "pi05-lerobot", "lerobot", "pi05")}
+    return paths
 
 
 @pytest.fixture(scope="module")
@@ -169,28 +162,36 @@ def _replay_file(tmp_path: Path) -> Path:
     return path
 
 
-def _tiny(req, name: str) -> str:
-    return f"policy.checkpoint={req.getfixturevalue('tiny_checkpoints')[name]}"
+def _tiny_values(req, option: str) -> list[str]:
+    """``policy.checkpoint`` (and path kwargs) of ``option``'s tiny checkpoint, as its family declares."""
+    pytest.importorskip("torch")
+    from vla_gym.policies.tiny_checkpoints import options as tiny_options
+
+    declared = tiny_options()
+    assert option in declared, f"policy={option} has a checkpoint but no family declares a tiny one (make_tiny.TINY)"
+    tiny, how = declared[option]
+    paths = req.getfixturevalue("tiny_sets")(tiny.name)
+    return [f"policy.checkpoint={paths[how.checkpoint]}", *(f"policy.{k}={paths[v]}" for k, v in how.paths.items())]
 
 
 # How to fill a policy option's required (???) values, given the test's ``request`` (for fixtures)
-# and a temp dir. A new option with required values fails test_policy_option_builds until it is
-# listed here.
+# and a temp dir. Options with weights get theirs from their family's tiny set (``make_tiny.TINY``);
+# any other new option with required values fails test_policy_option_builds until it is listed here.
 REQUIRED_VALUES: dict[str, Callable[[Any, Path], list[str]]] = {
-    "openvla": lambda req, tmp: [_tiny(req, "openvla")],
-    "openvla_oft": lambda req, tmp: [_tiny(req, "openvla-oft")],
     "remote": lambda req, tmp: [f"policy.port={req.getfixturevalue('policy_server_port')}",
                                 "policy.connect_timeout_s=10"],
     "replay": lambda req, tmp: [f"policy.actions={_replay_file(tmp)}"],
-    "tinyvla": lambda req, tmp: [f"policy.checkpoint={req.getfixturevalue('tiny_tinyvla')['checkpoint']}",
-                                 f"policy.model_base={req.getfixturevalue('tiny_tinyvla')['base']}"],
-    "pi0": lambda req, tmp: [f"policy.checkpoint={req.getfixturevalue('tiny_pi0')['pi0']}"],
-    "pi05": lambda req, tmp: [f"policy.checkpoint={req.getfixturevalue('tiny_pi0')['pi05']}"],
 }
 
 
 def _policy_overrides(name: str, request, tmp_path: Path) -> list[str]:
-    overrides = [f"policy={name}", *REQUIRED_VALUES.get(name, lambda req, tmp: [])(request, tmp_path)]
+    if name in REQUIRED_VALUES:
+        values = REQUIRED_VALUES[name](request, tmp_path)
+    elif "checkpoint" in OmegaConf.load(CONF / "policy" / f"{name}.yaml").keys():  # a policy with weights
+        values = _tiny_values(request, name)
+    else:
+        values = []
+    overrides = [f"policy={name}", *values]
     cfg = compose_rollout(overrides)
     missing = sorted(OmegaConf.missing_keys(cfg.policy))
     assert not missing, f"policy={name} requires {missing}: add how to fill them to REQUIRED_VALUES"

@@ -140,7 +140,8 @@ class Policy(abc.ABC):
     loads_weights: bool = False
     """True for policies whose constructor takes ``quantization=`` (torch models)."""
     quantization_skip: tuple[str, ...] = ()
-    """Module-name patterns (fnmatch) that weight quantization must leave unquantized."""
+    """Module names that int8/int4 weight quantization must leave unquantized (an entry matches a
+    component of the dotted name, e.g. ``lm_head``). The family's own list: the core names none."""
     batch_wait_ms: float | None = None
     """With parallel envs, how long an env that needs a chunk waits for envs still mid-step so they
     share one ``act`` call: None = until they all reply (lockstep batching, what a GPU model wants);

@@ -7,9 +7,10 @@ The Hydra group ``conf/quantization/<name>.yaml`` gives a node such as::
     backend: auto         # auto | quanto | bitsandbytes
     skip_modules: null    # null: the policy's ``quantization_skip``; a list overrides it
 
-and a loader calls :func:`apply_quantization(module, node, device, policy_cls.quantization_skip)`
-once on the loaded model: each policy family declares which modules must stay in full precision
-(OpenVLA ``lm_head``; OFT also its heads and FiLM ``scale``/``shift``).
+and a loader calls :func:`apply_quantization(module, node, device, skip_modules=policy_cls.quantization_skip)`
+once on the loaded model: each policy family declares on its class which modules must stay in
+full precision (OpenVLA ``lm_head``; OFT also its heads and FiLM ``scale``/``shift``). This module
+names no family's modules: without a list, every ``nn.Linear`` is quantized.
 
 - ``none`` keeps the checkpoint's stored dtype; ``fp32``/``fp16``/``bf16`` are plain casts.
 - ``int8``/``int4`` quantize the weights of every ``nn.Linear`` except ``skip_modules``
@@ -37,7 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 NAMES = ("none", "fp32", "fp16", "bf16", "int8", "int4")
-DEFAULT_SKIP = ("lm_head", "action_head", "proprio_projector", "scale", "shift")  # scale/shift: FiLM
 
 
 class QuantizationError(ValueError):
@@ -86,7 +86,7 @@ def apply_quantization(
     model: nn.Module,
     quantization: Mapping[str, Any] | str | None,
     device: torch.device | str = "cpu",
-    skip_modules: Sequence[str] | None = None,
+    skip_modules: Sequence[str] = (),
     keep_dtype: Sequence[str] = (),
 ) -> str:
     """Cast or quantize ``model`` in place and move it to ``device``; return the setting's name.
@@ -97,7 +97,7 @@ def apply_quantization(
         device: Target device.
         skip_modules: Modules int8/int4 keep in full precision unless the node sets
             ``skip_modules`` itself: the policy family's ``Policy.quantization_skip`` (loaders
-            pass it explicitly). None = :data:`DEFAULT_SKIP`.
+            pass it explicitly). Empty: every ``nn.Linear`` is quantized.
         keep_dtype: Parameters whose dotted name contains one of these keep their dtype through
             every cast (fp16/bf16, and the compute-dtype cast of int8/int4): a family's fp32-kept
             norms and embeddings (pi0's precision policy). They must not be in quantized layers.
@@ -121,8 +121,7 @@ def apply_quantization(
         elif name in ("fp32", "fp16", "bf16"):
             cast(model, dev, _dtype(name), keep_dtype)
         else:
-            default_skip = DEFAULT_SKIP if skip_modules is None else tuple(skip_modules)
-            _weight_only(model, name, node, dev, default_skip, tuple(keep_dtype))
+            _weight_only(model, name, node, dev, tuple(skip_modules), tuple(keep_dtype))
     finally:
         _restore_buffers(model, kept, dev)
     return name

@@ -1,7 +1,9 @@
 """Write tiny, randomly initialised OpenVLA checkpoints in the exact layout of the real releases.
 
-The writers here and in :mod:`vla_gym.policies.openvla_oft.make_tiny` are combined by
-``python -m vla_gym.policies.tiny_checkpoints OUTDIR``, which writes (in a few seconds)::
+The writers here and in :mod:`vla_gym.policies.openvla_oft.make_tiny` are combined by the
+``openvla`` tiny set that OFT's module declares (``TINY``: OFT builds on these weights, so the
+declaration lives on the dependent side); ``python -m vla_gym.policies.tiny_checkpoints OUTDIR``
+writes it (in a few seconds)::
 
     OUTDIR/openvla/            HF release layout of openvla/openvla-7b (+ fine-tunes)
     OUTDIR/openvla-prismatic/  Prismatic training run (checkpoints/latest-checkpoint.pt)

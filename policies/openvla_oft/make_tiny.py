@@ -18,7 +18,8 @@ Stored dtypes as ``finetune.py`` saves them: ``init_module(L1RegressionActionHea
 makes the action head bf16, ``init_module(ProprioProjector, ...)`` leaves the projector fp32, and
 each is saved with ``torch.save(module.state_dict())`` from its DDP wrapper.
 
-Written by :func:`vla_gym.policies.tiny_checkpoints.make_all`.
+Written with the OpenVLA checkpoints by :func:`write_tiny`, this family's declared tiny set (``TINY``),
+which ``vla-gym checkpoints --families openvla`` runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from vla_gym.policies.toolkit.tiny import TinyCheckpoints, TinyOption
 
 LORA_TARGETS = [
     "qkv",
@@ -128,3 +131,31 @@ def write_film_checkpoint(
     state = {k: v.detach().clone().contiguous() for k, v in inner.vision_backbone.state_dict().items()}
     torch.save(state, out / f"vision_backbone--{STEP}_checkpoint.pt")
     return state
+
+
+OPENVLA_NAMES = ("openvla", "openvla-prismatic", "openvla-oft", "openvla-oft-film")
+
+
+def write_tiny(outdir: Path, seed: int = 0) -> dict[str, Path]:
+    """OpenVLA (HF release and Prismatic run) and OpenVLA-OFT (plain and FiLM), sharing one VLA.
+
+    Declared here rather than in ``openvla/make_tiny.py``: the OFT checkpoints are built on the
+    OpenVLA weights, and this family already depends on that one (never the reverse).
+    """
+    from vla_gym.policies.openvla.make_tiny import norm_stats, write_hf_checkpoint, write_prismatic_run
+
+    outdir = Path(outdir)
+    stats = norm_stats("libero_spatial_no_noops", with_proprio=False)
+    state = write_hf_checkpoint(outdir / "openvla", stats, seed)
+    write_prismatic_run(outdir / "openvla-prismatic", state, stats)
+    write_oft_checkpoint(outdir / "openvla-oft", base_state=state, seed=seed + 1)
+    write_film_checkpoint(outdir / "openvla-oft-film", outdir / "openvla-oft", base_state=state, seed=seed + 2)
+    return {name: outdir / name for name in OPENVLA_NAMES}
+
+
+TINY = TinyCheckpoints(
+    name="openvla",
+    write=write_tiny,
+    options={"openvla": TinyOption("openvla", wrist=False), "openvla_oft": TinyOption("openvla-oft")},
+    default=True,
+)

@@ -45,6 +45,7 @@ from vla_gym.policies.pi0.modeling import (
     tiny_dims,
 )
 from vla_gym.policies.testing import BATCH_INSTRUCTIONS, INSTRUCTION
+from vla_gym.policies.toolkit.tiny import TinyCheckpoints, TinyOption
 
 LAYOUTS = ("openpi", "lerobot")
 VARIANTS = ("pi0", "pi05")
@@ -240,6 +241,22 @@ def write_tiny_pi0(outdir: str | Path, layout: str, variant: str, seed: int = 0,
     else:
         write_lerobot(out, variant, model, stats, seed, dtype)
     return out
+
+
+def write_tiny(outdir: Path, seed: int = 0) -> dict[str, Path]:
+    """pi0 and pi0.5 in both layouts: ``pi0-openpi``, ``pi0-lerobot``, ``pi05-openpi``, ``pi05-lerobot``."""
+    outdir = Path(outdir)
+    return {f"{v}-{layout}": write_tiny_pi0(outdir / f"{v}-{layout}", layout, v, seed)
+            for v in VARIANTS for layout in LAYOUTS}
+
+
+def _option(variant: str) -> TinyOption:
+    # pi0 states its fp32 math as the reference (issue 12); fp16/bf16 are measured against it.
+    return TinyOption(f"{variant}-openpi", kwargs={"variant": variant}, cpu_kwargs={"precision": "fp32"},
+                      stochastic=True, reference_setting="fp32")
+
+
+TINY = TinyCheckpoints(name="pi0", write=write_tiny, options={v: _option(v) for v in VARIANTS})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vla_gym.policies.toolkit.tiny import TinyCheckpoints, TinyOption
+
 CHECKPOINT = "checkpoint-8"
 LORA_R, LORA_ALPHA = 4, 16
 IMAGE_SIZE, PATCH = 56, 14
@@ -192,6 +194,20 @@ def write_tiny_tinyvla(outdir: Path, seed: int = 0) -> dict[str, Path]:
     write_preprocessor(merged)
     write_stats(stats, merged / "dataset_stats.json")
     return {"base": base, "run": run, "checkpoint": ckpt, "merged": merged}
+
+
+def write_tiny(outdir: Path, seed: int = 0) -> dict[str, Path]:
+    """``tinyvla-base``, the LoRA ``tinyvla-checkpoint`` (``run/checkpoint-N``), ``tinyvla-merged``."""
+    return {f"tinyvla-{k}": v for k, v in write_tiny_tinyvla(Path(outdir) / "tinyvla", seed).items()}
+
+
+# TinyVLA states its fp32 math as the reference (issue 11); fp16/bf16 are measured against it.
+TINY = TinyCheckpoints(
+    name="tinyvla",
+    write=write_tiny,
+    options={"tinyvla": TinyOption("tinyvla-checkpoint", paths={"model_base": "tinyvla-base"},
+                                   stochastic=True, reference_setting="fp32")},
+)
 
 
 def main(argv: list[str] | None = None) -> None:
