@@ -87,7 +87,12 @@ def make_in_subprocess(outdir: Path, family: str, seed: int = 0) -> dict[str, Pa
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: ``python -m vla_gym.policies.tiny_checkpoints OUTDIR [--seed N] [--families ...]``."""
-    names = list(discover())
+    try:
+        names = list(discover())
+    except ImportError as exc:  # the writers build torch models: the core install has no torch
+        raise SystemExit(f"error: writing tiny checkpoints needs the torch extra ({exc}); install it with "
+                         "`pip install torch==2.14.1 torchvision==0.29.1` then `pip install -e '.[torch]'` "
+                         "(make install-dev does both)") from None
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outdir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
