@@ -215,3 +215,33 @@ def test_a_bad_execution_value_is_refused_before_anything_is_written(tmp_path, o
     with pytest.raises(ConfigError, match=message):
         evaluate("scripted", env="robosuite_lift", episodes=1, output_dir=out, overrides=[override])
     assert not (out / "run.json").exists() and not (out / "episodes.jsonl").exists()
+
+
+@pytest.mark.slow  # 4 CLI jobs + the report: ~30 s on a loaded 2-core box
+def test_latency_sweep_experiment_runs_and_the_report_plots_metrics_vs_latency(tmp_path, subprocess_env):
+    """``experiment=latency_sweep`` (cut down to 2 timings x 2 latencies) through the CLI, then the report."""
+    import csv
+    import subprocess
+
+    from tests.conftest import PYTHON
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([PYTHON, "-m", "vla_gym.rollout", "experiment=latency_sweep", "execution.latency.ms=0,100",
+                           "episodes_per_task=1", "max_steps=12", f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, env=subprocess_env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metas = [json.loads(p.read_text())["meta"]["execution"] for p in sorted(sweep.glob("*/results.json"))]
+    assert sorted((m["timing"], m["latency"]["ms"]) for m in metas) == [
+        ("async", 0.0), ("async", 100.0), ("blocking", 0.0), ("blocking", 100.0)]
+    report = subprocess.run([PYTHON, "-m", "vla_gym.report", str(sweep), "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, env=subprocess_env, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    with (tmp_path / "report" / "summary.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["level"] == "suite"]
+    by = {(r["timing"], float(r["latency_ms"])): r for r in rows}
+    assert set(by) == {("async", 0.0), ("async", 100.0), ("blocking", 0.0), ("blocking", 100.0)}
+    assert float(by[("blocking", 100.0)]["hold_steps"]) > 0 == float(by[("blocking", 0.0)]["hold_steps"])
+    assert by[("blocking", 0.0)]["jerk_rms"] == by[("async", 0.0)]["jerk_rms"] != ""  # latency 0: the same run
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Synchronous vs blocking vs async" in md and "latency_success.png" in md
+    assert (tmp_path / "report" / "plots" / "latency_jerk_rms.png").stat().st_size > 1000

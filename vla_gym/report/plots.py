@@ -124,3 +124,37 @@ def plot_per_task(task_rows: list[Row], out_dir: Path) -> list[Path]:
         ax.legend(fontsize="small", loc="best")
         paths.append(_save(fig, out_dir / f"per_task_{_slug(suite)}.png"))
     return paths
+
+
+def plot_latency_curves(suite_rows: list[Row], out_dir: Path) -> list[Path]:
+    """Success and each trajectory metric vs simulated latency, a line per policy × timing (× suite,
+    condition); synchronous runs (latency-free) as a dashed horizontal reference. Only for timed runs."""
+    from vla_gym.report.realtime import series, timed, value
+    from vla_gym.report.tables import METRICS
+
+    if not timed(suite_rows):
+        return []
+    curves = series(suite_rows)
+    paths: list[Path] = []
+    for name in ("success", *METRICS):
+        if not any(value(r, name) is not None for rs in curves.values() for r in rs):
+            continue
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.add_subplot()
+        for (policy, suite, cond, timing), rs in curves.items():
+            pts = [(r.latency_ms, value(r, name)) for r in rs if value(r, name) is not None]
+            if not pts:
+                continue
+            label = _plain(" ".join(x for x in (policy, suite if len({k[1] for k in curves}) > 1 else "",
+                                                cond if cond != UNPERTURBED else "", timing) if x))
+            if timing == "synchronous":
+                ax.axhline(pts[0][1], linestyle="--", alpha=0.7, label=label)
+            else:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.set_xlabel("simulated latency (ms)")
+        ax.set_ylabel("success rate" if name == "success" else _plain(name))
+        ax.set_title(_plain(f"{name} vs latency"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        paths.append(_save(fig, out_dir / f"latency_{_slug(name)}.png"))
+    return paths
