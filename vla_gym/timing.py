@@ -15,7 +15,7 @@ observation of step ``t`` with latency ``L`` delivers its chunk at step ``t + d`
 Hold = the no-op of the OSC delta action space: zero motion, gripper as last executed (open at
 episode start, as after LIBERO's settle steps).
 
-The contract the episode loop follows, per env, every step (docs/real-time.md):
+The contract the episode loop follows, per env, every step (docs/how-to/real-time.md):
 
 1. ``if ex.needs_chunk:`` call the policy on this step's observation, then
    ``submit(ex, chunk, latency_ms)`` (the latency from the env's latency source);
