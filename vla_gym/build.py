@@ -120,4 +120,6 @@ def build_actor(cfg: DictConfig, policy: Policy, num_envs: int, chunk: dict[str,
 
     executors = [build_executor(ex, **chunk) for _ in range(num_envs)]
     sources = [build_latency_source(ex, policy_name) for _ in range(num_envs)]
-    return TimedActor(policy, executors, sources)
+    rtc = {"schedule": ex.rtc.schedule.lower(), "max_guidance_weight": ex.rtc.max_guidance_weight,
+           "guidance": ex.rtc.guidance, "execution_horizon": ex.rtc.execution_horizon}
+    return TimedActor(policy, executors, sources, rtc=rtc)  # refuses handoff=rtc for a policy without it
