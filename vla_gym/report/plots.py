@@ -40,7 +40,8 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def _yerr(rows: list[Row]) -> list[list[float]]:
     """Asymmetric Wilson error bars as matplotlib wants them."""
-    return [[r.success_rate - r.ci_low for r in rows], [r.ci_high - r.success_rate for r in rows]]
+    # clamped: at 0/n or n/n the bound equals the rate up to float rounding, and matplotlib refuses -1e-16
+    return [[max(0.0, r.success_rate - r.ci_low) for r in rows], [max(0.0, r.ci_high - r.success_rate) for r in rows]]
 
 
 def plot_strength_curves(suite_rows: list[Row], out_dir: Path) -> list[Path]:
@@ -104,15 +105,18 @@ def plot_per_task(task_rows: list[Row], out_dir: Path) -> list[Path]:
         else:
             title = f"{suite}: per-task success (all conditions, pooled per row)"
         tasks = list(dict.fromkeys(r.task for r in rows))
-        series = sorted({(r.policy, r.condition) for r in rows})
+        series = sorted({(r.policy, r.condition, r.timing, r.latency_ms) for r in rows})
         height = 0.8 / max(1, len(series))
         fig = Figure(figsize=(8.0, 1.5 + len(tasks) * (0.25 + 0.12 * len(series))))
         ax = fig.add_subplot()
-        for i, (policy, cond) in enumerate(series):
-            by_task = {r.task: r for r in rows if r.policy == policy and r.condition == cond}
+        for i, (policy, cond, timing, latency) in enumerate(series):
+            by_task = {r.task: r for r in rows if (r.policy, r.condition, r.timing, r.latency_ms)
+                       == (policy, cond, timing, latency)}
             ys = [t_i + (i - (len(series) - 1) / 2) * height for t_i, t in enumerate(tasks) if t in by_task]
             rs = [by_task[t] for t in tasks if t in by_task]
             label = _plain(policy if clean else f"{policy} {cond}")
+            if timing != "synchronous":
+                label += _plain(f" {timing} {latency:g} ms")
             ax.barh(ys, [r.success_rate for r in rs], height=height, xerr=_yerr(rs), capsize=2, label=label)
         ticks = [_plain(t if len(t) <= 48 else t[:45] + "...") for t in tasks]
         ax.set_yticks(range(len(tasks)), ticks, fontsize="small")
