@@ -291,3 +291,20 @@ def test_rtc_through_the_runner_guides_the_new_chunk_onto_the_executing_one(tmp_
     unguided = np.abs(replace[7:] - continued[7:]).max()
     guided = np.abs(rtc[7:] - continued[7:]).max()
     assert unguided > 0.3 and guided < 0.01 * unguided, (guided, unguided)  # measured 1e-3 vs 1.9
+
+
+def test_records_without_metrics_still_load_and_the_spread_skips_undefined_values():
+    from vla_gym.records import parse_record
+    from vla_gym.results import EpisodeRecord, aggregate
+
+    old = {"suite": "robosuite", "task": "Lift", "task_index": 0, "init_state_id": None, "episode_index": 0,
+           "seed": 7, "instruction": "pick up the red cube", "success": True, "steps": 5, "sum_reward": 1.0,
+           "wall_s": 1.0}  # a line written before records had metrics
+    parsed, unknown = parse_record(json.dumps(old).encode())
+    assert parsed.metrics == {} and unknown == []
+    recs = [EpisodeRecord(**{**old, "episode_index": i}, metrics=m) for i, m in enumerate(
+        [{"jerk_rms": 1.0, "path_efficiency": None}, {"jerk_rms": 3.0, "path_efficiency": 0.5}, {}])]
+    recs.append(EpisodeRecord(**{**old, "episode_index": 3}, error="boom", metrics={"jerk_rms": 100.0}))
+    m = aggregate(recs)["overall"]["metrics"]
+    assert m["jerk_rms"] == {"mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0, "n": 2}  # errored episode left out
+    assert m["path_efficiency"]["n"] == 1 and "metrics" not in aggregate([parsed])["overall"]
