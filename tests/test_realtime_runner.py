@@ -245,6 +245,8 @@ def test_latency_sweep_experiment_runs_and_the_report_plots_metrics_vs_latency(t
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Synchronous vs blocking vs async" in md and "latency_success.png" in md
     assert (tmp_path / "report" / "plots" / "latency_jerk_rms.png").stat().st_size > 1000
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'data-filter="timing"' in page and '"timing": "async 100 ms"' in page and "jerk " in page
 
 
 def test_rtc_is_refused_for_a_policy_without_it(tmp_path):
