@@ -146,7 +146,8 @@ def test_presets_load_against_the_schema(name, timing):
 
 @pytest.mark.parametrize("override,message", [
     ({"timing": "asynchronous"}, "execution.timing: unknown 'asynchronous'; valid: synchronous, blocking, async"),
-    ({"handoff": "rtc"}, "execution.handoff: handoff 'rtc' (real-time chunking) is not implemented yet"),
+    ({"handoff": "rtc"}, "execution.handoff: handoff 'rtc' (real-time chunking) needs execution.timing=async"),
+    ({"timing": "async", "handoff": "rtc", "rtc": {"guidance": "kinetix"}}, "execution.rtc.guidance: unknown"),
     ({"handoff": "blend"}, "execution.handoff: unknown execution.handoff 'blend'"),
     ({"latency": {"ms": "fast"}}, "execution.latency.ms: Value 'fast'"),
     ({"latency": {"ms": -5}}, "execution.latency.ms must be a finite number of ms >= 0"),

@@ -200,10 +200,9 @@ def test_unrequested_chunks_and_bad_values_are_refused():
     ex.add_chunk(chunk(0, 0, 1), 100.0)
     with pytest.raises(RuntimeError, match="in flight"):
         ex.add_chunk(chunk(0, 1, 1), 100.0)
-    with pytest.raises(ValueError, match="not implemented yet"):
-        make_timed_executor("async", handoff="rtc")
-    with pytest.raises(ValueError, match="not implemented yet"):
-        AsyncExecutor("rtc")
+    with pytest.raises(ValueError, match="needs execution.timing=async"):
+        make_timed_executor("blocking", handoff="rtc")
+    assert AsyncExecutor("rtc").handoff == "rtc"  # executed as replace; the policy guides the chunks
     with pytest.raises(ValueError, match="unknown execution.timing 'asynchronous'"):
         make_timed_executor("asynchronous")
     with pytest.raises(ValueError, match="trigger_remaining"):

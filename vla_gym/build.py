@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from vla_gym.envs.suite import EnvSuite
 from vla_gym.policy import Policy
 
-__all__ = ["batch_wait_ms", "build_policy", "chunk_execution", "make_env", "policy_class"]
+__all__ = ["batch_wait_ms", "build_actor", "build_policy", "chunk_execution", "make_env", "policy_class"]
 
 
 def policy_class(target: str) -> type:
@@ -99,4 +99,27 @@ def make_env(cfg: DictConfig, task_index: int, policy: Any, record_video: bool, 
     env = gym.make(cfg.env.id, **kwargs)
     for wrapper_cfg in cfg.perturbation.wrappers:
         env = instantiate(wrapper_cfg, env=env)
+    if getattr(getattr(env.unwrapped, "sim_env", None), "robots", None):
+        from vla_gym.dynamics_probe import DynamicsProbe
+
+        env = DynamicsProbe(env)  # true eef position and actuator forces for the metrics; reads only
     return env
+
+
+def build_actor(cfg: DictConfig, policy: Policy, num_envs: int, chunk: dict[str, Any], policy_name: str | None = None):
+    """The loop's actor: :class:`~vla_gym.chunking.ChunkedActor` for ``execution.timing=synchronous``
+    (today's executors, bit for bit), else a :class:`~vla_gym.timing.TimedActor` with one executor and
+    one latency source per env (each env its own clock)."""
+    from vla_gym.chunking import ChunkedActor
+    from vla_gym.execution import build_executor, build_latency_source, load_execution
+
+    ex = load_execution(cfg.get("execution"))
+    if ex.timing == "synchronous":
+        return ChunkedActor(policy, num_envs=num_envs, **chunk)
+    from vla_gym.timing import TimedActor
+
+    executors = [build_executor(ex, **chunk) for _ in range(num_envs)]
+    sources = [build_latency_source(ex, policy_name) for _ in range(num_envs)]
+    rtc = {"schedule": ex.rtc.schedule.lower(), "max_guidance_weight": ex.rtc.max_guidance_weight,
+           "guidance": ex.rtc.guidance, "execution_horizon": ex.rtc.execution_horizon}
+    return TimedActor(policy, executors, sources, rtc=rtc)  # refuses handoff=rtc for a policy without it

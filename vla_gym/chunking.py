@@ -128,8 +128,12 @@ class ChunkedActor:
         self.last_call: dict[str, Any] | None = None
         """``env_ids``, ``wall_ms`` and the policy's ``info`` of the latest act call (None if none this step)."""
 
-    def reset(self, env_ids: list[int] | None = None, seeds: list[int | None] | None = None) -> None:
-        """Episode start of ``env_ids`` (all when None): drop their plans, reset the policy for them."""
+    def reset(self, env_ids: list[int] | None = None, seeds: list[int | None] | None = None,
+              tasks: list[str | None] | None = None, episode_indices: list[int | None] | None = None) -> None:
+        """Episode start of ``env_ids`` (all when None): drop their plans, reset the policy for them.
+
+        ``tasks`` and ``episode_indices`` are unused here (the timed actor's latency sources read them).
+        """
         ids = range(len(self.executors)) if env_ids is None else env_ids
         for i in ids:
             self.executors[i].reset()

@@ -15,6 +15,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from vla_gym.execution import ExecutionConfig
+
 
 @dataclass
 class EnvConfig:
@@ -96,6 +98,9 @@ class RolloutConfig:
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    """Execution timing (``conf/execution/``, :mod:`vla_gym.execution`): what the robot does while the
+    policy computes; ``synchronous`` (default) = the world is frozen, today's results bit for bit."""
     num_envs: int = 1
     """Env worker processes (1 = episodes one after another in this process); one batched policy call per step."""
     worker_start_method: str = "spawn"
@@ -140,7 +145,7 @@ register_configs()
 
 
 CONFIG_MODULE = "vla_gym.conf"
-GROUPS = ("env", "policy", "quantization", "perturbation", "tracker", "experiment", "hydra/launcher")
+GROUPS = ("env", "policy", "quantization", "perturbation", "tracker", "execution", "experiment", "hydra/launcher")
 
 
 def _keys(cfg: Any, prefix: str = "") -> list[str]:

@@ -21,8 +21,9 @@ from vla_gym.worker_protocol import Building, Failed, FromWorker, Reset, ResetDo
 
 log = logging.getLogger("vla_gym.env_host")
 
-INFO_KEYS = ("is_success", "init_state_id")
-"""The part of an env's ``info`` sent back (all the runner reads)."""
+INFO_KEYS = ("is_success", "init_state_id", "eef_pos", "actuator_force")
+"""The part of an env's ``info`` sent back (all the runner reads; the last two from
+:class:`vla_gym.dynamics_probe.DynamicsProbe`, for the trajectory-quality metrics)."""
 
 MakeEnv = Callable[[int, int], Any]
 """``(task_index, scene_seed) -> env``."""

@@ -1,7 +1,8 @@
 """The ``execution`` config (timing, handoff, latency source): typed schema, validation, builders.
 
 Keys users and sweeps rely on (issue 21): ``execution.timing`` (``synchronous`` | ``blocking`` |
-``async``), ``execution.handoff`` (``replace`` | ``temporal_ensemble`` | ``rtc``, refused for now),
+``async``), ``execution.handoff`` (``replace`` | ``temporal_ensemble`` | ``rtc``: ``async`` and a policy
+with ``supports_rtc`` only; settings ``execution.rtc.*``),
 ``execution.latency.source`` (``fixed`` | ``distribution`` | ``measured`` | ``trace`` |
 ``profile``) and ``execution.latency.ms``. Presets live in ``conf/execution/`` (a Hydra group).
 
@@ -20,7 +21,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vla_gym import latency_sources as ls
-from vla_gym.timing import DEFAULT_CONTROL_PERIOD_MS, TIMINGS, TimedExecutor, check_handoff, make_timed_executor
+from vla_gym.timing import (
+    DEFAULT_CONTROL_PERIOD_MS, RTC_GUIDANCE, RTC_SCHEDULES, RTC_TIMING, TIMINGS, TimedExecutor, check_handoff,
+    make_timed_executor,
+)
 
 LATENCY_SOURCES = ("fixed", "distribution", "measured", "trace", "profile")
 
@@ -53,6 +57,20 @@ class LatencyConfig:
 
 
 @dataclass
+class RTCConfig:
+    """Real-time chunking settings (``handoff=rtc``; :class:`vla_gym.policies.pi0.rtc.RTCRequest`)."""
+
+    schedule: str = "exp"
+    """Prefix-attention schedule over the overlap: zeros | ones | linear | exp (the paper's)."""
+    max_guidance_weight: float = 10.0
+    """beta, the clip of the guidance weight (LeRobot 10 for 10 denoising steps; the paper 5 for 5)."""
+    guidance: str = "original"
+    """``original`` (vector-Jacobian product through the network, Kinetix) or ``lerobot`` (identity Jacobian)."""
+    execution_horizon: Optional[int] = None
+    """End of the guided region; null = all of the previous chunk's left-over."""
+
+
+@dataclass
 class ExecutionConfig:
     """How the simulated robot executes chunks while the policy "thinks" (:mod:`vla_gym.timing`)."""
 
@@ -64,6 +82,7 @@ class ExecutionConfig:
     control_period_ms: Optional[float] = None
     """One control step; null = the env's (50 ms at 20 Hz)."""
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    rtc: RTCConfig = field(default_factory=RTCConfig)
 
 
 def _fail(key: str, msg: str) -> None:
@@ -95,6 +114,17 @@ def validate(c: ExecutionConfig) -> None:
             check_handoff(c.handoff)
         except ValueError as e:
             _fail("handoff", str(e))
+    if c.handoff == "rtc" and c.timing != "async":
+        _fail("handoff", RTC_TIMING)
+    r = c.rtc
+    if str(r.schedule).lower() not in RTC_SCHEDULES:
+        _fail("rtc.schedule", f"unknown {r.schedule!r}; valid: {', '.join(RTC_SCHEDULES)}")
+    if r.guidance not in RTC_GUIDANCE:
+        _fail("rtc.guidance", f"unknown {r.guidance!r}; valid: {', '.join(RTC_GUIDANCE)}")
+    if not (math.isfinite(r.max_guidance_weight) and 0 < r.max_guidance_weight <= 1e6):
+        _fail("rtc.max_guidance_weight", f"must be in (0, 1e6], got {r.max_guidance_weight!r}")
+    if r.execution_horizon is not None and r.execution_horizon < 1:
+        _fail("rtc.execution_horizon", f"must be >= 1 (or null), got {r.execution_horizon}")
     t = c.trigger_remaining
     if t is not None and (isinstance(t, bool) or int(t) != t or t < 0):
         _fail("trigger_remaining", f"must be an integer >= 0 (or null), got {t!r}")

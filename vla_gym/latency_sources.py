@@ -14,7 +14,7 @@ One source per env, reset at that env's episode start, asked once per query:
 
 These are *policy* latencies in simulated time; they differ from the ``latency`` /
 ``observation_latency`` perturbations, which delay every action or observation by a fixed number
-of steps whatever the policy does (docs/real-time.md).
+of steps whatever the policy does (docs/how-to/real-time.md).
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ from typing import Any, Callable
 import numpy as np
 
 from vla_gym.env_host import EnvHost
+from vla_gym.timing import DEFAULT_CONTROL_PERIOD_MS, StepRecord, step_record
 from vla_gym.worker_protocol import Building, Close, Failed, Reset, ResetDone, Step, StepDone
 
 log = logging.getLogger("vla_gym.parallel")
@@ -105,12 +106,18 @@ class EpisodeRun:
     stage_ms: dict[str, list[float]] = field(default_factory=dict)
     video: str | None = None
     trajectory: Any = None
-    last_action: tuple[np.ndarray, bool] | None = None
+    """The per-step record (always kept: the metrics read it); written out only with ``keep_trajectory``."""
+    keep_trajectory: bool = False
+    dt: float = DEFAULT_CONTROL_PERIOD_MS / 1e3
+    last_action: tuple[np.ndarray, StepRecord] | None = None
 
     def result(self) -> dict[str, Any]:
         """The episode's outcome dict, as :func:`vla_gym.rollout.run_episode` returns it."""
+        from vla_gym.traj_metrics import episode_metrics
+
         lat = np.asarray(self.latencies) if self.latencies else np.zeros(1)
-        return dict(
+        metrics = episode_metrics(self.trajectory.arrays(), self.dt) if self.trajectory is not None else {}
+        return dict(metrics=metrics,
             instruction=self.instruction, success=self.success, steps=self.steps, sum_reward=self.sum_reward,
             latency_ms_mean=float(lat.mean()), latency_ms_p95=float(np.percentile(lat, 95)),
             policy_queries=len(self.latencies), init_state_id=self.init_state_id,
@@ -284,7 +291,7 @@ class EnvPool:
             # an errored episode is recorded as the in-process runner records it: no partial measurements
             res = run.result() if error is None else {"instruction": run.instruction}
             on_done(run.episode, res, error, run.video if error is None else None, run.names,
-                    time.perf_counter() - run.t0, run.trajectory)
+                    time.perf_counter() - run.t0, run.trajectory if run.keep_trajectory else None)
 
         def act(slots_obs: dict[int, dict[str, Any]]) -> None:
             try:
@@ -295,9 +302,13 @@ class EnvPool:
                     done(slot, f"{type(e).__name__}: {e}")
                 return
             call = actor.last_call
+            records = getattr(actor, "records", None)  # TimedActor: each env's StepRecord of this step
             for slot, action in actions.items():
-                runs[slot].last_action = (action, call is not None and slot in call["env_ids"])
-                if call is not None and slot in call["env_ids"]:
+                queried = call is not None and slot in call["env_ids"]
+                rec = records[slot] if records is not None else step_record(
+                    actor.executors[slot], queried, 0.0 if queried else float("nan"))
+                runs[slot].last_action = (action, rec)
+                if queried:
                     runs[slot].latencies.append(call["wall_ms"])
                     for stage, ms in call["info"].get("timing_ms", {}).items():
                         runs[slot].stage_ms.setdefault(str(stage), []).append(float(ms))
@@ -313,8 +324,16 @@ class EnvPool:
                 ep = self._next_episode(slot, queue)
                 w = self.workers[slot] or self._start(slot)
                 w.task = ep.task_index
-                runs[slot] = EpisodeRun(ep, trajectory=Trajectory() if trajectories else None)
-                actor.reset(env_ids=[slot], seeds=[ep.seed])
+                period = getattr(actor.executors[slot], "control_period_ms", DEFAULT_CONTROL_PERIOD_MS)
+                runs[slot] = EpisodeRun(ep, trajectory=Trajectory(), keep_trajectory=trajectories, dt=period / 1e3)
+                try:  # the env's own clock and latency source restart with its episode
+                    actor.reset(env_ids=[slot], seeds=[ep.seed], tasks=[getattr(ep, "task", None)],
+                                episode_indices=[ep.episode_index])
+                except Exception as e:  # noqa: BLE001 - e.g. a latency trace without this episode: its error
+                    log.error("episode %d of task %d could not start:\n%s", ep.episode_index, ep.task_index,
+                              traceback.format_exc())
+                    done(slot, f"{type(e).__name__}: {e}")
+                    continue
                 try:
                     w.send(Reset(task_index=ep.task_index, episode_index=ep.episode_index, seed=ep.seed,
                                  init_state_id=ep.init_state_id, record_video=ep.record_video,
@@ -322,6 +341,8 @@ class EnvPool:
                 except (OSError, EOFError, BrokenPipeError):
                     self._died(slot, runs, done)
             if not runs:
+                if queue:  # every slot's episode failed to start: take the next ones
+                    continue
                 return
             stepping = [s for s in runs if self.workers[s] is not None and self.workers[s].pending == "step"]
             overdue = self.batch_wait_s is not None and need and time.monotonic() >= need_since + self.batch_wait_s
@@ -363,14 +384,15 @@ class EnvPool:
                     run.names, finished = msg.names, msg.done
                     run.instruction = obs["instruction"]
                     if run.trajectory is not None:
-                        run.trajectory.observe(obs)
+                        run.trajectory.observe(obs, info)
                 elif isinstance(msg, StepDone):
                     run.steps += 1
                     run.sum_reward += msg.reward
                     finished = msg.terminated or msg.truncated
                     if run.trajectory is not None:
-                        action, queried = run.last_action
-                        run.trajectory.step(action, queried, msg.reward, bool(info.get("is_success", False)), obs)
+                        action, rec = run.last_action
+                        run.trajectory.step(action, rec.query, msg.reward, bool(info.get("is_success", False)), obs,
+                                            info, rec)
                 else:
                     raise TypeError(f"env worker {slot} sent an unknown message {type(msg).__name__}")
                 run.success = bool(info.get("is_success", False))

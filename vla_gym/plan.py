@@ -287,6 +287,17 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"worker_timeout_s must be > 0 (or null for no watchdog), got {cfg.worker_timeout_s}")
     _at_least(cfg, "batch_wait_ms", 0, null_ok=True, what="for the policy's")
     check_egl_devices(cfg.get("worker_egl_devices"))
+    check_execution(cfg)
+
+
+def check_execution(cfg: DictConfig) -> Any:
+    """The validated :class:`~vla_gym.execution.ExecutionConfig` of ``cfg`` (a :class:`ConfigError` line if bad)."""
+    from vla_gym.execution import load_execution
+
+    try:
+        return load_execution(cfg.get("execution"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def plan_run(cfg: DictConfig, policy_cls: Any = None) -> Plan:

@@ -57,6 +57,9 @@ class EpisodeRecord:
     policy: str = ""
     perturbation: str = "none"
     perturbation_strength: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Trajectory-quality and inference metrics (:func:`vla_gym.traj_metrics.episode_metrics`; None where
+    undefined); empty in records written before they existed."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -24,7 +24,7 @@ from vla_gym.records import EpisodeRecord
 
 __all__ = [
     "EpisodeRecord", "aggregate", "append_record", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-    "load_records", "summarize", "wilson_interval",
+    "load_records", "metric_summary", "summarize", "wilson_interval",
 ]
 
 
@@ -43,13 +43,32 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return (max(0.0, center - half), min(1.0, center + half))
 
 
+def metric_summary(records: Iterable[EpisodeRecord]) -> dict[str, dict[str, float | int]]:
+    """Per trajectory metric (``EpisodeRecord.metrics``): mean, standard deviation (ddof 0), min, max and
+    ``n``, over the finished episodes where it is defined (not None); errored episodes have none."""
+    values: dict[str, list[float]] = {}
+    for r in records:
+        if r.error is not None or not isinstance(r.metrics, dict):
+            continue
+        for name, v in r.metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                values.setdefault(str(name), []).append(float(v))
+    out = {}
+    for name, vs in sorted(values.items()):
+        mean = sum(vs) / len(vs)
+        out[name] = {"mean": mean, "std": math.sqrt(sum((v - mean) ** 2 for v in vs) / len(vs)),
+                     "min": min(vs), "max": max(vs), "n": len(vs)}
+    return out
+
+
 def summarize(records: Iterable[EpisodeRecord]) -> dict[str, Any]:
-    """Success rate, Wilson interval, episodes and mean steps of a set of episodes."""
+    """Success rate, Wilson interval, episodes and mean steps of a set of episodes (and their metrics' spread)."""
     records = list(records)
     n = len(records)
     k = sum(r.success for r in records)
     lo, hi = wilson_interval(k, n)
-    return {
+    metrics = metric_summary(records)
+    return {**({"metrics": metrics} if metrics else {}),
         "episodes": n,
         "successes": k,
         "errors": sum(r.error is not None for r in records),

@@ -32,14 +32,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from vla_gym.build import batch_wait_ms, build_policy, chunk_execution, make_env, policy_class
+from vla_gym.build import batch_wait_ms, build_actor, build_policy, chunk_execution, make_env, policy_class
 from vla_gym.build import policy_class as _policy_class  # noqa: F401  (old private name, used by tests)
 from vla_gym.chunking import ChunkedActor
 from vla_gym.env_host import EnvHost
 from vla_gym.parallel import EnvPool
 from vla_gym.config import CONFIG_MODULE, check_overrides, register_configs
+from vla_gym.execution import as_meta as execution_meta
 from vla_gym.plan import (
-    DEFAULT_SCENE_SEED, ConfigError, Plan, PlannedEpisode, plan_run, resolve_scene_seed, resolve_tasks,
+    DEFAULT_SCENE_SEED, ConfigError, Plan, PlannedEpisode, check_execution, plan_run, resolve_scene_seed,
+    resolve_tasks,
 )
 from vla_gym.policy import Policy
 from vla_gym.results import EpisodeRecord, atomic_write_text
@@ -305,9 +307,15 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
     out = store.dir
     chunk = chunk_execution(cfg, policy)
     wait_ms = batch_wait_ms(cfg, policy)
-    actor = ChunkedActor(policy, num_envs=1, **chunk)  # num_envs > 1: one per worker slot (below)
     policy_info = asdict(policy.info())
     policy_name = (choices or {}).get("policy") or policy_info["name"]
+    execution = check_execution(cfg)
+    pending = [e for e in plan.episodes if not store.is_done(e.key)]
+    num_envs = max(1, min(int(cfg.num_envs), len(pending)))
+    try:  # one executor (and, when timed, one latency source and clock) per env slot; before anything is written
+        actor = build_actor(cfg, policy, num_envs, chunk, policy_name)
+    except ValueError as e:  # e.g. a latency profile without this policy's row
+        raise ConfigError(_one_line(e)) from None
     meta = {
         "env": cfg.env.id, "suite": plan.suite, "policy": policy_name,
         "quantization": (cfg.quantization or {}).get("name", "none"),
@@ -315,6 +323,7 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
         "seed": int(cfg.seed), "config_fingerprint": store.fingerprint, "policy_info": policy_info,
         "chunk": chunk, "scene": plan.scene, "num_envs": int(cfg.num_envs), "shard": plan.shard,
         "batch_wait_ms": wait_ms, "planned_episodes": len(plan.episodes),
+        "execution": execution_meta(execution),
     }
     planned = {e.key for e in plan.episodes}
     outside = sum(r.key not in planned for r in store.records)
@@ -328,7 +337,6 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
         on_start()
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     store.write_results(meta)  # from the start on, results.json always exists and is whole
-    pending = [e for e in plan.episodes if not store.is_done(e.key)]
     retried = sum(store.get(e.key) is not None for e in pending)
     if retried:
         log.info("retrying %d errored episode(s) (retry_errors=true)", retried)
@@ -357,6 +365,7 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
             sum_reward=float(res.get("sum_reward", 0.0)), wall_s=wall_s,
             latency_ms_mean=res.get("latency_ms_mean", 0.0), latency_ms_p95=res.get("latency_ms_p95", 0.0),
             policy_queries=res.get("policy_queries", 0), video=video_rel, error=error, extra=extra,
+            metrics=res.get("metrics") or {},
             policy=policy_name, perturbation=cfg.perturbation.name,
             perturbation_strength=float(cfg.perturbation.strength),
         ))
@@ -369,11 +378,9 @@ def _run_episodes(cfg: DictConfig, plan: Plan, store: RunStore, policy: Policy,
         n_err = sum(r.error is not None for r in store.records)
         bar.set_postfix(success=f"{n_ok}/{len(store.records)}", errors=n_err)
 
-    num_envs = max(1, min(int(cfg.num_envs), len(pending)))
     wait_s = None if wait_ms is None else wait_ms / 1e3
     try:  # the one episode loop: N env workers, or (N = 1) one env in this process
         if num_envs > 1:
-            actor = ChunkedActor(policy, num_envs=num_envs, **chunk)
             pool = EnvPool(OmegaConf.to_container(cfg, resolve=True), policy.inputs, out, num_envs,
                            start_method=str(cfg.worker_start_method), timeout_s=cfg.worker_timeout_s,
                            egl_devices=list(cfg.worker_egl_devices) if cfg.worker_egl_devices else None,

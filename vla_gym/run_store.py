@@ -70,6 +70,11 @@ def outcome_config(cfg: Any) -> dict[str, Any]:
     for k in OUTCOME_KEYS:
         v = cfg.get(k) if hasattr(cfg, "get") else getattr(cfg, k, None)
         out[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    execution = cfg.get("execution") if hasattr(cfg, "get") else getattr(cfg, "execution", None)
+    if execution is not None and str(execution.get("timing", "synchronous")) != "synchronous":
+        # only a timed run is fingerprinted with its timing: synchronous run dirs keep theirs and resume
+        out["execution"] = OmegaConf.to_container(execution, resolve=True) if OmegaConf.is_config(execution) \
+            else execution
     legacy = {new: old for old, new in DEPRECATED_IDS.items()}
     env = out.get("env")
     if isinstance(env, dict) and env.get("id") in legacy:

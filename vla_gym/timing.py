@@ -15,7 +15,7 @@ observation of step ``t`` with latency ``L`` delivers its chunk at step ``t + d`
 Hold = the no-op of the OSC delta action space: zero motion, gripper as last executed (open at
 episode start, as after LIBERO's settle steps).
 
-The contract the episode loop follows, per env, every step (docs/real-time.md):
+The contract the episode loop follows, per env, every step (docs/how-to/real-time.md):
 
 1. ``if ex.needs_chunk:`` call the policy on this step's observation, then
    ``submit(ex, chunk, latency_ms)`` (the latency from the env's latency source);
@@ -44,8 +44,9 @@ from vla_gym.policy import as_chunk
 
 TIMINGS = ("synchronous", "blocking", "async")
 HANDOFFS = ("replace", "temporal_ensemble", "rtc")
-RTC_REFUSAL = ("handoff 'rtc' (real-time chunking) is not implemented yet: it needs the flow-matching "
-               "policy's denoising loop; use handoff=replace or temporal_ensemble")
+RTC_TIMING = "handoff 'rtc' (real-time chunking) needs execution.timing=async: it guides a chunk computed while the old one runs"
+RTC_SCHEDULES = ("zeros", "ones", "linear", "exp")
+RTC_GUIDANCE = ("original", "lerobot")
 DEFAULT_CONTROL_PERIOD_MS = 1000.0 / CONTROL_FREQ_HZ
 TRIGGER_HISTORY = 10
 """Queries whose delay the default async trigger takes the maximum over (RTC paper: b = 10)."""
@@ -189,9 +190,10 @@ class AsyncExecutor(_Timed):
     single-action policy (OpenVLA, the scripted expert) acts late rather than never.
 
     Args:
-        handoff: ``replace`` (the newest arrived chunk covering the step wins) or
+        handoff: ``replace`` (the newest arrived chunk covering the step wins),
             ``temporal_ensemble`` (all arrived chunks covering the step, weights ``exp(-k i)``,
-            ``i = 0`` for the oldest: ACT / TinyVLA). ``rtc`` is refused.
+            ``i = 0`` for the oldest: ACT / TinyVLA) or ``rtc`` (executed as ``replace``; the
+            policy guides each new chunk by :meth:`leftover`, see :class:`TimedActor`).
         trigger_remaining: See above; ``>= 0``.
         replan_steps: Execution horizon ``s``: re-query once ``s`` steps of the newest chunk have
             passed (openpi LIBERO 5, OFT 8); ``None`` = only the remaining-actions trigger.
@@ -246,6 +248,15 @@ class AsyncExecutor(_Timed):
             trig = max(trig, len(self._chunks[-1][1]) - self.replan_steps)
         return trig
 
+    def leftover(self) -> np.ndarray | None:
+        """The newest arrived chunk's rows for this step on (what will run while a query made now is in
+        flight): RTC's ``prev_actions``; None when nothing is left."""
+        if not self._chunks:
+            return None
+        start, chunk = self._chunks[-1]
+        rows = chunk[max(0, self.t - start):]
+        return rows.copy() if len(rows) else None
+
     @property
     def remaining(self) -> int:
         """Actions of the newest arrived chunk for this step and the ones after it."""
@@ -277,7 +288,7 @@ class AsyncExecutor(_Timed):
         self._chunks = [(s, c) for s, c in self._chunks if s + len(c) > t]  # drop what has run out
         if not self._chunks:
             return self._finish_step(None)
-        if self.handoff == "replace":
+        if self.handoff in ("replace", "rtc"):
             start, chunk = self._chunks[-1]
             self._chunks = self._chunks[-1:]
             return self._finish_step(chunk[t - start].copy())
@@ -288,9 +299,7 @@ class AsyncExecutor(_Timed):
 
 
 def check_handoff(handoff: str) -> None:
-    """Refuse unknown handoffs and, for now, ``rtc``."""
-    if handoff == "rtc":
-        raise ValueError(RTC_REFUSAL)
+    """Refuse unknown handoffs."""
     if handoff not in HANDOFFS:
         raise ValueError(f"unknown execution.handoff {handoff!r}; valid: {', '.join(HANDOFFS)}")
 
@@ -313,6 +322,8 @@ def make_timed_executor(timing: str = "synchronous", *, mode: str = "open_loop",
     if timing == "synchronous":
         return make_executor(mode, replan_steps, k)
     if timing == "blocking":
+        if handoff == "rtc":
+            raise ValueError(RTC_TIMING)
         return BlockingExecutor(make_executor(mode, replan_steps, k), control_period_ms)
     if timing == "async":
         make_executor(mode)  # raises the chunk-mode error for an unknown mode
@@ -355,7 +366,8 @@ class TimedActor:
         sources: One :class:`~vla_gym.latency_sources.LatencySource` per env (``None`` = zero latency).
     """
 
-    def __init__(self, policy: Any, executors: list[TimedExecutor], sources: list[Any] | None = None) -> None:
+    def __init__(self, policy: Any, executors: list[TimedExecutor], sources: list[Any] | None = None,
+                 rtc: dict[str, Any] | None = None) -> None:
         if not executors:
             raise ValueError("TimedActor needs at least one executor")
         if sources is not None and len(sources) != len(executors):
@@ -366,6 +378,38 @@ class TimedActor:
         self.num_queries = [0] * len(executors)
         self.records: dict[int, StepRecord] = {}
         self.last_call: dict[str, Any] | None = None
+        self.rtc = dict(rtc or {})
+        if any(getattr(ex, "handoff", None) == "rtc" for ex in self.executors) and not getattr(
+                policy, "supports_rtc", False):
+            raise ValueError(f"execution.handoff: handoff 'rtc' (real-time chunking) needs a policy that supports "
+                             f"it (pi0, pi05); {type(policy).__name__} does not: use handoff=replace or "
+                             "temporal_ensemble")
+
+    def _rtc_requests(self, need: list[int], latency: dict[int, float]) -> list[Any] | None:
+        """One ``RTCRequest`` per queried env whose executor hands off by RTC (None where nothing is left).
+
+        The delay ``d`` is the query's own simulated latency, drawn before the call, except for the
+        ``measured`` source, whose latency is known only after it: then the largest recent delay
+        (the RTC paper's delay buffer) is the estimate.
+        """
+        from vla_gym.latency_sources import MeasuredLatency
+
+        if not any(getattr(self.executors[i], "handoff", None) == "rtc" for i in need):
+            return None
+        from vla_gym.policies.pi0.rtc import RTCRequest
+
+        requests: list[Any] = []
+        for i in need:
+            ex, src = self.executors[i], self.sources[i]
+            prev = ex.leftover() if getattr(ex, "handoff", None) == "rtc" else None
+            if src is not None and not isinstance(src, MeasuredLatency):
+                latency[i] = src.next_ms()
+                d = delay_steps(latency[i], ex.control_period_ms)
+            else:
+                d = max(getattr(ex, "_delays", ()) or [0])
+            requests.append(None if prev is None else RTCRequest(prev_actions=prev, inference_delay=d, space="env",
+                                                                 **self.rtc))
+        return requests
 
     def reset(self, env_ids: list[int] | None = None, seeds: list[int | None] | None = None,
               tasks: list[str | None] | None = None, episode_indices: list[int | None] | None = None) -> None:
@@ -388,8 +432,10 @@ class TimedActor:
         self.last_call = None
         latency: dict[int, float] = {}
         if need:
+            rtc = self._rtc_requests(need, latency)
+            kwargs = {} if rtc is None else {"rtc": rtc}
             t0 = time.perf_counter()
-            result = self.policy.act([observations[i] for i in need], env_ids=need)
+            result = self.policy.act([observations[i] for i in need], env_ids=need, **kwargs)
             wall_ms = 1e3 * (time.perf_counter() - t0)
             if not isinstance(result, ActionChunk):
                 raise TypeError(f"{type(self.policy).__name__}.act must return an ActionChunk, got "
@@ -398,7 +444,8 @@ class TimedActor:
                 raise ValueError(f"policy returned {result.batch_size} chunks for {len(need)} observations")
             for row, i in enumerate(need):
                 src = self.sources[i]
-                latency[i] = 0.0 if src is None else src.next_ms(measured_ms=wall_ms)
+                if i not in latency:  # (RTC draws it before the call)
+                    latency[i] = 0.0 if src is None else src.next_ms(measured_ms=wall_ms)
                 submit(self.executors[i], result.actions[row], latency[i])
                 self.num_queries[i] += 1
             self.last_call = {"env_ids": need, "wall_ms": wall_ms, "info": result.info, "latency_ms": latency}

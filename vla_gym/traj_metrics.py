@@ -1,7 +1,7 @@
 """Trajectory-quality metrics of one episode, from its per-step record (every timing mode).
 
 Success alone hides what latency does: a stop-and-go arm may still succeed, later and jerkier.
-Definitions and units are in docs/real-time.md; each function takes plain arrays so it can be
+Definitions and units are in docs/how-to/real-time.md; each function takes plain arrays so it can be
 checked on hand-built trajectories, and :func:`episode_metrics` reads the columns the runner
 records (:mod:`vla_gym.trajectory`, plus the execution-timing columns listed there).
 

@@ -81,16 +81,16 @@ def run(args: argparse.Namespace) -> Path:
     plots: list[Path] = []
     if not args.no_plots:
         try:  # imported here: matplotlib is slow to import and lives in the optional `report` extra
-            from vla_gym.report.plots import plot_per_task, plot_strength_curves
+            from vla_gym.report.plots import plot_latency_curves, plot_per_task, plot_strength_curves
         except ImportError as e:
             raise ReportInputError(
                 f"plots need matplotlib ({e}); install it with `pip install 'vla_gym[report]'` "
                 "or pass --no-plots"
             ) from e
 
-        plots = plot_strength_curves(suite_rows, out_dir / "plots") + plot_per_task(
-            task_rows, out_dir / "plots"
-        )
+        plots = (plot_strength_curves(suite_rows, out_dir / "plots")
+                 + plot_latency_curves(suite_rows, out_dir / "plots")
+                 + plot_per_task(task_rows, out_dir / "plots"))
 
     from vla_gym.report.gallery import render_index
     from vla_gym.report.markdown import render_markdown

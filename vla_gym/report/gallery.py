@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -63,7 +64,7 @@ _JS = """
     const fig = el('figure', 'tile');
     const outcome = OUTCOMES.includes(ep.outcome) ? ep.outcome : 'error';
     Object.assign(fig.dataset, {policy: ep.policy, task: ep.task, perturbation: ep.perturbation,
-                                outcome: outcome, video: ep.src ? 'yes' : 'no'});
+                                timing: ep.timing, outcome: outcome, video: ep.src ? 'yes' : 'no'});
     if (ep.src && SAFE_SRC.test(ep.src)){
       const v = el('video');
       v.dataset.src = ep.src;
@@ -86,6 +87,8 @@ _JS = """
                dot + ep.perturbation, el('div', 'small', ep.task), el('div', 'instr', ep.instruction),
                el('div', 'small', ['steps ' + ep.steps, 'episode ' + ep.episode, 'init ' + ep.init,
                                    'seed ' + ep.seed].join(dot)));
+    if (ep.timing !== 'synchronous') cap.append(el('div', 'small', ep.timing));
+    if (ep.metrics) cap.append(el('div', 'small', ep.metrics));
     if (ep.error !== null){
       const e = el('div', 'small', 'error: ' + ep.error.slice(0, 120));
       e.title = ep.error;
@@ -244,7 +247,32 @@ def _tile_data(ep: Episode, out_dir: Path) -> dict[str, Any]:
         "init": r.init_state_id,
         "seed": r.seed,
         "error": r.error,
+        "timing": timing_label(ep),
+        "metrics": metrics_line(r.metrics),
     }
+
+
+TILE_METRICS = (("completion_time_s", "time", "{:.2f} s"), ("jerk_rms", "jerk", "{:.3g} m/s³"),
+                ("action_smoothness", "Δa", "{:.3g}"), ("hold_steps", "holds", "{:.0f}"),
+                ("stale_skipped", "stale", "{:.0f}"))
+"""The trajectory metrics a gallery tile shows (all are in report.md and summary.csv)."""
+
+
+def timing_label(ep: Episode) -> str:
+    """``synchronous`` or ``<timing> <latency> ms``: the gallery's timing filter value."""
+    return "synchronous" if ep.timing == "synchronous" else f"{ep.timing} {ep.latency_ms:g} ms"
+
+
+def metrics_line(metrics: Any) -> str:
+    """A few trajectory metrics of one episode as one line of text ("" when the record has none)."""
+    if not isinstance(metrics, dict):
+        return ""
+    parts = []
+    for key, name, spec in TILE_METRICS:
+        v = metrics.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            parts.append(f"{name} {spec.format(v)}")
+    return " · ".join(parts)
 
 
 def _select(name: str, label: str) -> str:
@@ -282,6 +310,7 @@ def render_index(
         "task": Counter(e.task_id for e in eps),
         "perturbation": Counter({c: 0 for c in cond_order})
         + Counter(condition_label(e.record.perturbation, e.strength) for e in eps),
+        "timing": Counter(timing_label(e) for e in eps),
         "outcome": Counter({k: 0 for k in ("success", "failure", "error")}) + Counter(e.outcome for e in eps),
         "video": Counter({"yes": 0, "no": 0})
         + Counter("yes" if video_src(e, out_dir)[1] else "no" for e in eps),
@@ -290,6 +319,7 @@ def render_index(
         "policy": "Policy",
         "task": "Task",
         "perturbation": "Perturbation",
+        "timing": "Timing",
         "outcome": "Outcome",
         "video": "Video",
     }

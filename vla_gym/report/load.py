@@ -41,6 +41,10 @@ class Episode:
     policy: str
     """Policy label used in every table: the record's policy name, plus ``[quantization]``
     when the run was quantized, so int8 and bf16 runs of one model are not pooled."""
+    timing: str = "synchronous"
+    """Execution timing of the run (``results.json`` meta; runs before it existed are synchronous)."""
+    latency_ms: float = 0.0
+    """The run's configured simulated latency (0 for synchronous, which ignores it)."""
 
     @property
     def task_id(self) -> str:
@@ -136,11 +140,34 @@ def _read_meta(run_dir: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+TIMINGS = ("synchronous", "blocking", "async")
+
+
+def execution_of(meta: dict[str, Any]) -> tuple[str, float]:
+    """(timing, latency ms) from a run's untrusted meta: unknown or missing values read as synchronous.
+
+    The latency is ``execution.latency.ms`` (``mean_ms`` for a distribution when given); for the
+    ``measured`` / ``trace`` / ``profile`` sources it is that key too (their per-query values are in
+    the metrics' ``latency_ms_mean``), and the source is appended to the timing label.
+    """
+    ex = meta.get("execution")
+    if not isinstance(ex, dict) or ex.get("timing") not in TIMINGS or ex.get("timing") == "synchronous":
+        return "synchronous", 0.0
+    lat = ex.get("latency") if isinstance(ex.get("latency"), dict) else {}
+    ms = lat.get("mean_ms") if lat.get("source") == "distribution" and lat.get("mean_ms") is not None else lat.get("ms")
+    ms = float(ms) if isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms == ms and ms >= 0 else 0.0
+    source = lat.get("source")
+    label = str(ex["timing"]) if source in (None, "fixed") else f"{ex['timing']}/{str(source)[:32]}"
+    return "".join("?" if ord(c) < 32 else c for c in label), round(ms, 6)
+
+
 def _run(run_dir: Path, records: list[EpisodeRecord]) -> Run:
     meta = _read_meta(run_dir)
     run = Run(path=run_dir, meta=meta)
+    timing, latency = execution_of(meta)
     for rec in records:
-        run.episodes.append(Episode(record=rec, run_dir=run_dir, policy=policy_label(rec, meta, run_dir)))
+        run.episodes.append(Episode(record=rec, run_dir=run_dir, policy=policy_label(rec, meta, run_dir),
+                                    timing=timing, latency_ms=latency))
     return run
 
 

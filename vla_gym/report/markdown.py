@@ -65,6 +65,13 @@ def render_markdown(
     parts += ["## Success by policy × suite × perturbation", "", to_markdown(suite_rows)]
     if plots:
         parts += ["## Plots", ""] + [f"![{p.stem}]({_rel(p, out_dir)})" for p in plots] + [""]
+    if any(r.metrics and any(v is not None for _, v in r.metrics) for r in suite_rows):
+        from vla_gym.report.realtime import metrics_markdown, sync_async_markdown, timed
+
+        parts += ["## Trajectory quality (means; definitions in docs/how-to/real-time.md)", "",
+                  metrics_markdown(suite_rows)]
+        if timed(suite_rows):
+            parts += ["## Synchronous vs blocking vs async", "", sync_async_markdown(suite_rows)]
     if sim_real is not None:
         parts += ["## Sim ↔ real", "", sim_real_markdown(sim_real)]
     parts += ["## Per task", "", to_markdown(task_rows)]

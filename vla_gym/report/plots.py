@@ -40,7 +40,8 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def _yerr(rows: list[Row]) -> list[list[float]]:
     """Asymmetric Wilson error bars as matplotlib wants them."""
-    return [[r.success_rate - r.ci_low for r in rows], [r.ci_high - r.success_rate for r in rows]]
+    # clamped: at 0/n or n/n the bound equals the rate up to float rounding, and matplotlib refuses -1e-16
+    return [[max(0.0, r.success_rate - r.ci_low) for r in rows], [max(0.0, r.ci_high - r.success_rate) for r in rows]]
 
 
 def plot_strength_curves(suite_rows: list[Row], out_dir: Path) -> list[Path]:
@@ -104,15 +105,18 @@ def plot_per_task(task_rows: list[Row], out_dir: Path) -> list[Path]:
         else:
             title = f"{suite}: per-task success (all conditions, pooled per row)"
         tasks = list(dict.fromkeys(r.task for r in rows))
-        series = sorted({(r.policy, r.condition) for r in rows})
+        series = sorted({(r.policy, r.condition, r.timing, r.latency_ms) for r in rows})
         height = 0.8 / max(1, len(series))
         fig = Figure(figsize=(8.0, 1.5 + len(tasks) * (0.25 + 0.12 * len(series))))
         ax = fig.add_subplot()
-        for i, (policy, cond) in enumerate(series):
-            by_task = {r.task: r for r in rows if r.policy == policy and r.condition == cond}
+        for i, (policy, cond, timing, latency) in enumerate(series):
+            by_task = {r.task: r for r in rows if (r.policy, r.condition, r.timing, r.latency_ms)
+                       == (policy, cond, timing, latency)}
             ys = [t_i + (i - (len(series) - 1) / 2) * height for t_i, t in enumerate(tasks) if t in by_task]
             rs = [by_task[t] for t in tasks if t in by_task]
             label = _plain(policy if clean else f"{policy} {cond}")
+            if timing != "synchronous":
+                label += _plain(f" {timing} {latency:g} ms")
             ax.barh(ys, [r.success_rate for r in rs], height=height, xerr=_yerr(rs), capsize=2, label=label)
         ticks = [_plain(t if len(t) <= 48 else t[:45] + "...") for t in tasks]
         ax.set_yticks(range(len(tasks)), ticks, fontsize="small")
@@ -123,4 +127,38 @@ def plot_per_task(task_rows: list[Row], out_dir: Path) -> list[Path]:
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize="small", loc="best")
         paths.append(_save(fig, out_dir / f"per_task_{_slug(suite)}.png"))
+    return paths
+
+
+def plot_latency_curves(suite_rows: list[Row], out_dir: Path) -> list[Path]:
+    """Success and each trajectory metric vs simulated latency, a line per policy × timing (× suite,
+    condition); synchronous runs (latency-free) as a dashed horizontal reference. Only for timed runs."""
+    from vla_gym.report.realtime import series, timed, value
+    from vla_gym.report.tables import METRICS
+
+    if not timed(suite_rows):
+        return []
+    curves = series(suite_rows)
+    paths: list[Path] = []
+    for name in ("success", *METRICS):
+        if not any(value(r, name) is not None for rs in curves.values() for r in rs):
+            continue
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.add_subplot()
+        for (policy, suite, cond, timing), rs in curves.items():
+            pts = [(r.latency_ms, value(r, name)) for r in rs if value(r, name) is not None]
+            if not pts:
+                continue
+            label = _plain(" ".join(x for x in (policy, suite if len({k[1] for k in curves}) > 1 else "",
+                                                cond if cond != UNPERTURBED else "", timing) if x))
+            if timing == "synchronous":
+                ax.axhline(pts[0][1], linestyle="--", alpha=0.7, label=label)
+            else:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.set_xlabel("simulated latency (ms)")
+        ax.set_ylabel("success rate" if name == "success" else _plain(name))
+        ax.set_title(_plain(f"{name} vs latency"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        paths.append(_save(fig, out_dir / f"latency_{_slug(name)}.png"))
     return paths

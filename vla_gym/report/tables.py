@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 
 from vla_gym.report.load import UNPERTURBED, Episode
 from vla_gym.results import summarize
@@ -32,6 +32,14 @@ class Row:
     ci_low: float
     ci_high: float
     mean_steps: float
+    timing: str = "synchronous"
+    latency_ms: float = 0.0
+    metrics: tuple[tuple[str, float | None], ...] = ()
+    """Mean of each trajectory metric (:data:`METRICS`) over the group's finished episodes."""
+
+    def metric(self, name: str) -> float | None:
+        """The group's mean of metric ``name`` (None where no episode defines it)."""
+        return dict(self.metrics).get(name)
 
     @property
     def condition(self) -> str:
@@ -46,6 +54,12 @@ def condition_label(perturbation: str, strength: float) -> str:
     return f"{perturbation}@{strength:g}"
 
 
+METRICS = ("completion_time_s", "path_length_m", "path_efficiency", "jerk_rms", "action_smoothness",
+           "chunk_boundary_jump_mean", "oscillation_per_s", "idle_fraction", "actuator_effort", "queries",
+           "latency_ms_mean", "hold_steps", "stale_skipped")
+"""Trajectory-quality and inference metrics the report shows (definitions: docs/how-to/real-time.md)."""
+
+
 def _sort_key(pert: str, strength: float) -> tuple[int, str, float]:
     """Unperturbed first, then perturbations by name and strength."""
     return (pert != UNPERTURBED, pert, strength)
@@ -58,11 +72,13 @@ def success_rows(episodes: Iterable[Episode], by_task: bool) -> list[Row]:
     for e in episodes:
         r = e.record
         task = r.task if by_task else ""
-        groups.setdefault((e.policy, r.suite, r.perturbation, e.strength, task), []).append(e)
+        groups.setdefault((e.policy, r.suite, r.perturbation, e.strength, task, e.timing, e.latency_ms),
+                          []).append(e)
         task_order.setdefault(f"{r.suite}/{r.task}", (r.task_index, r.task))
     rows = []
-    for (policy, suite, pert, strength, task), eps in groups.items():
+    for (policy, suite, pert, strength, task, timing, latency), eps in groups.items():
         s = summarize(e.record for e in eps)
+        spread = s.get("metrics", {})
         rows.append(
             Row(
                 level="task" if by_task else "suite",
@@ -78,6 +94,9 @@ def success_rows(episodes: Iterable[Episode], by_task: bool) -> list[Row]:
                 ci_low=s["ci95"][0],
                 ci_high=s["ci95"][1],
                 mean_steps=s["mean_steps"],
+                timing=timing,
+                latency_ms=latency,
+                metrics=tuple((m, spread[m]["mean"] if m in spread else None) for m in METRICS),
             )
         )
     rows.sort(
@@ -85,6 +104,9 @@ def success_rows(episodes: Iterable[Episode], by_task: bool) -> list[Row]:
             x.policy,
             x.suite,
             *_sort_key(x.perturbation, x.strength),
+            x.timing != "synchronous",
+            x.timing,
+            x.latency_ms,
             task_order.get(f"{x.suite}/{x.task}", (-1, "")) if x.task else (-1, ""),
         )
     )
@@ -95,9 +117,11 @@ def to_csv(rows: Iterable[Row]) -> str:
     """CSV with one header line; rates as fractions in [0, 1]."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([f.name for f in fields(Row)])
+    names = [f.name for f in fields(Row) if f.name != "metrics"]
+    w.writerow(names + list(METRICS))
     for r in rows:
-        w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in astuple(r)])
+        values = [getattr(r, n) for n in names] + [r.metric(m) for m in METRICS]
+        w.writerow(["" if v is None else f"{v:.6g}" if isinstance(v, float) else v for v in values])
     return buf.getvalue()
 
 
@@ -113,8 +137,10 @@ def md_cell(text: object) -> str:
 def _table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells shared by the markdown and text renderings."""
     by_task = any(r.task for r in rows)
+    timed = any(r.timing != "synchronous" for r in rows)  # the timing columns only where a run was timed
     header = (
         ["policy", "suite", "perturbation", "strength"]
+        + (["timing", "latency ms"] if timed else [])
         + (["task"] if by_task else [])
         + ["success", "95% CI", "n", "errors", "mean steps"]
     )
@@ -122,6 +148,7 @@ def _table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     for r in rows:
         body.append(
             [r.policy, r.suite, r.perturbation, f"{r.strength:g}"]
+            + ([r.timing, f"{r.latency_ms:g}"] if timed else [])
             + ([r.task] if by_task else [])
             + [
                 f"{100 * r.success_rate:.1f}%",
