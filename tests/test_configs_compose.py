@@ -31,7 +31,7 @@ from vla_gym.rollout import build_policy, make_env, resolve_scene_seed, resolve_
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 COVERED_GROUPS = ("env", "policy", "quantization", "perturbation", "experiment", "tracker",
-                  "execution")  # execution: presets tested in tests/test_latency_sources.py (not yet in defaults)
+                  "execution")  # execution: presets tested in tests/test_latency_sources.py and test_realtime_runner.py
 
 
 def options(group: str) -> list[str]:
