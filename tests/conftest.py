@@ -14,6 +14,11 @@ import pytest  # noqa: E402
 
 import vla_gym  # noqa: E402,F401  (registers env ids)
 
+try:  # Tests build envs in this process (EGL/llvmpipe) and later ones import torch: triton's LLVM loaded
+    import timm  # noqa: E402,F401  # after llvmpipe's segfaults, so the torch stack is loaded first, once.
+except ImportError:  # the core install (no torch extra): only the torch-free tests can run anyway
+    pass
+
 PYTHON = sys.executable
 
 

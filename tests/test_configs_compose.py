@@ -18,13 +18,6 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-try:  # the tiny VLAs' stack (timm -> torchvision -> torch._dynamo -> triton) loads before any env
-    # opens an EGL context: triton's LLVM loaded after Mesa's llvmpipe segfaults (tests/policies/conftest
-    # imports timm at collection for the same reason).
-    import timm  # noqa: F401
-except ImportError:
-    pass
-
 from vla_gym.config import CONFIG_MODULE, register_configs
 from vla_gym.policy import Policy
 from vla_gym.rollout import build_policy, make_env, resolve_scene_seed, resolve_tasks

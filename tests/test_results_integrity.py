@@ -18,11 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-try:  # these tests build envs in this process (EGL/llvmpipe); triton's LLVM loaded after that segfaults,
-    import timm  # noqa: F401  # so the torch stack a later test may import is loaded first (as tests/policies do)
-except ImportError:
-    pass
-
 from tests.conftest import PYTHON
 from tests.test_rollout import LIFT, rollout
 from vla_gym.policies.replay import ReplayPolicy

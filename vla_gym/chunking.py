@@ -107,6 +107,19 @@ def make_executor(mode: str = "open_loop", replan_steps: int | None = None, k: f
     raise ValueError(f"unknown chunk execution mode {mode!r}; valid: {', '.join(repr(m) for m in CHUNK_MODES)}")
 
 
+def call_policy(policy: Policy, observations: Mapping[int, Observation], need: list[int],
+                **kwargs: Any) -> tuple[ActionChunk, float]:
+    """One batched ``act`` for the envs in ``need``, checked (an ActionChunk, one chunk per env), and its wall ms."""
+    t0 = time.perf_counter()
+    result = policy.act([observations[i] for i in need], env_ids=need, **kwargs)
+    wall_ms = 1e3 * (time.perf_counter() - t0)
+    if not isinstance(result, ActionChunk):
+        raise TypeError(f"{type(policy).__name__}.act must return an ActionChunk, got {type(result).__name__}")
+    if result.batch_size != len(need):
+        raise ValueError(f"policy returned {result.batch_size} chunks for {len(need)} observations")
+    return result, wall_ms
+
+
 class ChunkedActor:
     """A policy with one executor per env: one batched ``act`` per step for the envs that need it.
 
@@ -145,14 +158,7 @@ class ChunkedActor:
         need = [i for i in observations if self.executors[i].needs_chunk]
         self.last_call = None
         if need:
-            t0 = time.perf_counter()
-            result = self.policy.act([observations[i] for i in need], env_ids=need)
-            wall_ms = 1e3 * (time.perf_counter() - t0)
-            if not isinstance(result, ActionChunk):
-                raise TypeError(f"{type(self.policy).__name__}.act must return an ActionChunk, got "
-                                f"{type(result).__name__}")
-            if result.batch_size != len(need):
-                raise ValueError(f"policy returned {result.batch_size} chunks for {len(need)} observations")
+            result, wall_ms = call_policy(self.policy, observations, need)
             for row, i in enumerate(need):
                 self.executors[i].add_chunk(result.actions[row])
                 self.num_queries[i] += 1

@@ -30,7 +30,6 @@ one env's simulated latency never delays another.
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_gym.chunking import Executor, make_executor
+from vla_gym.chunking import Executor, call_policy, make_executor
 from vla_gym.envs.contract import ACTION_DIM, CONTROL_FREQ_HZ, GRIPPER_OPEN
 from vla_gym.policy import as_chunk
 
@@ -426,22 +425,12 @@ class TimedActor:
 
     def step(self, observations: Mapping[int, Any]) -> dict[int, np.ndarray]:
         """One action per env in ``observations`` (env id -> its current observation)."""
-        from vla_gym.policy import ActionChunk
-
         need = [i for i in observations if self.executors[i].needs_chunk]
         self.last_call = None
         latency: dict[int, float] = {}
         if need:
             rtc = self._rtc_requests(need, latency)
-            kwargs = {} if rtc is None else {"rtc": rtc}
-            t0 = time.perf_counter()
-            result = self.policy.act([observations[i] for i in need], env_ids=need, **kwargs)
-            wall_ms = 1e3 * (time.perf_counter() - t0)
-            if not isinstance(result, ActionChunk):
-                raise TypeError(f"{type(self.policy).__name__}.act must return an ActionChunk, got "
-                                f"{type(result).__name__}")
-            if result.batch_size != len(need):
-                raise ValueError(f"policy returned {result.batch_size} chunks for {len(need)} observations")
+            result, wall_ms = call_policy(self.policy, observations, need, **({} if rtc is None else {"rtc": rtc}))
             for row, i in enumerate(need):
                 src = self.sources[i]
                 if i not in latency:  # (RTC draws it before the call)

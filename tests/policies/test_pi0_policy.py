@@ -191,23 +191,15 @@ def lerobot_e2e(tmp_path_factory):
             "pi05": write_tiny_pi0(root / "pi05", "lerobot", "pi05", dtype="bfloat16")}
 
 
-@pytest.mark.parametrize("variant", ["pi0", "pi05"])
-def test_lerobot_eval_path_from_raw_frames_equals_lerobots_own(lerobot_e2e, variant):
-    """lerobot-eval's step by LeRobot 0.6.1 itself (``data/make_pi0_lerobot_e2e_fixture.py``): raw frames at
-    360x360 (its LIBERO render), 256x256 and 200x300 -> preprocess_observation -> LiberoProcessorStep ->
-    policy_preprocessor -> predict_action_chunk(noise) -> policy_postprocessor, on files stored as LeRobot
-    stores them (pi0 float32; pi0.5 mixed F32/BF16 of a bf16 run), against ``from_pretrained`` + ``act(noise=)``.
-
-    Measured: fp32 <= 7.2e-7 (actions up to 3.8); pi0.5 at its config's bf16 on both sides <= 1.5e-3. With
-    openpi's PIL resize instead (today's main, or ``image_pipeline="openpi"``) fp32 is off by up to 1.0e-3."""
-    ref = np.load(DATA / "pi0_lerobot_e2e_reference.npz")
-    ckpt = lerobot_e2e[variant]
+def _check_e2e_fixture(fixture: str, script_name: str, ckpt, variant: str, cases, render_size: int) -> None:
+    """``from_pretrained`` + ``act(noise=)`` on the raw frames of a reference-made end-to-end fixture, per
+    (precision key, precision option, atol) case; the checkpoint files and frames are checked to be the fixture's."""
+    ref = np.load(DATA / fixture)
     assert hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest() == str(ref[f"sha256_{variant}"])
-    script = _fixture_script("make_pi0_lerobot_e2e_fixture")
-    cases = [("fp32", "fp32", 1e-5)] + ([("bf16", None, 5e-3)] if variant == "pi05" else [])
+    script = _fixture_script(script_name)
     for key, precision, atol in cases:
         policy = Pi0Policy.from_pretrained(ckpt, device="cpu", precision=precision)
-        assert policy.inputs.image_size == 360 and policy.precision == key
+        assert policy.inputs.image_size == render_size and policy.precision == key
         for i, size in enumerate(script.SIZES):
             agent, wrist = script.frames(i)
             assert agent.shape[:2] == size
@@ -218,6 +210,20 @@ def test_lerobot_eval_path_from_raw_frames_equals_lerobots_own(lerobot_e2e, vari
             ours = policy.act([obs], noise=noise).actions[0]
             np.testing.assert_allclose(ours, ref[f"{variant}_{key}_{i}"], rtol=0, atol=atol,
                                        err_msg=f"{variant} {key} {size}")
+
+
+@pytest.mark.parametrize("variant", ["pi0", "pi05"])
+def test_lerobot_eval_path_from_raw_frames_equals_lerobots_own(lerobot_e2e, variant):
+    """lerobot-eval's step by LeRobot 0.6.1 itself (``data/make_pi0_lerobot_e2e_fixture.py``): raw frames at
+    360x360 (its LIBERO render), 256x256 and 200x300 -> preprocess_observation -> LiberoProcessorStep ->
+    policy_preprocessor -> predict_action_chunk(noise) -> policy_postprocessor, on files stored as LeRobot
+    stores them (pi0 float32; pi0.5 mixed F32/BF16 of a bf16 run), against ``from_pretrained`` + ``act(noise=)``.
+
+    Measured: fp32 <= 7.2e-7 (actions up to 3.8); pi0.5 at its config's bf16 on both sides <= 1.5e-3. With
+    openpi's PIL resize instead (today's main, or ``image_pipeline="openpi"``) fp32 is off by up to 1.0e-3."""
+    cases = [("fp32", "fp32", 1e-5)] + ([("bf16", None, 5e-3)] if variant == "pi05" else [])
+    _check_e2e_fixture("pi0_lerobot_e2e_reference.npz", "make_pi0_lerobot_e2e_fixture", lerobot_e2e[variant],
+                       variant, cases, render_size=360)
 
 
 @pytest.mark.parametrize("variant", ["pi0", "pi05"])
@@ -228,23 +234,8 @@ def test_openpi_client_path_from_raw_frames_equals_openpis_own(tiny, variant):
 
     Measured: fp32 <= 4.2e-7 (actions up to 4.0); openpi's bf16 policy on both sides <= 1.7e-3. Today's main
     computes the same numbers (this path was right); what it lacked is `act(noise=)`."""
-    ref = np.load(DATA / "pi0_openpi_e2e_reference.npz")
-    ckpt = tiny[f"openpi-{variant}"]
-    assert hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest() == str(ref[f"sha256_{variant}"])
-    script = _fixture_script("make_pi0_openpi_e2e_fixture")
-    for key, precision, atol in (("fp32", "fp32", 1e-5), ("bf16", None, 5e-3)):
-        policy = Pi0Policy.from_pretrained(ckpt, device="cpu", precision=precision)
-        assert policy.inputs.image_size == 256 and policy.precision == key
-        for i, size in enumerate(script.SIZES):
-            agent, wrist = script.frames(i)
-            assert agent.shape[:2] == size
-            assert hashlib.sha256(agent.tobytes() + wrist.tobytes()).hexdigest() == str(ref[f"frames_sha256_{i}"])
-            obs = {"images": {"agentview": upright(agent), "wrist": upright(wrist)},
-                   "instruction": str(ref[f"task_{i}"]), "state": ref[f"state_{i}"]}
-            noise = script.noise(int(ref["seeds"][i]), policy.chunk_size)[None]
-            ours = policy.act([obs], noise=noise).actions[0]
-            np.testing.assert_allclose(ours, ref[f"{variant}_{key}_{i}"], rtol=0, atol=atol,
-                                       err_msg=f"{variant} {key} {size}")
+    _check_e2e_fixture("pi0_openpi_e2e_reference.npz", "make_pi0_openpi_e2e_fixture", tiny[f"openpi-{variant}"],
+                       variant, [("fp32", "fp32", 1e-5), ("bf16", None, 5e-3)], render_size=256)
 
 
 def test_explicit_noise_reproduces_a_chunk_and_is_validated(fp32):
