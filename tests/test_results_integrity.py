@@ -149,6 +149,31 @@ def test_evaluate_fingerprints_the_content_of_the_checkpoint(tmp_path):
         vla_gym.evaluate("random", **opts)
 
 
+class StatsReplay(CheckpointReplay):
+    """A family whose outputs also depend on a separate file (as TinyVLA's ``stats``, OFT's ``lora_adapter``)."""
+
+    weight_paths = ("checkpoint", "stats")
+
+    def __init__(self, checkpoint: str, stats: str | None = None, **_: object) -> None:
+        super().__init__(checkpoint)
+
+
+def test_evaluate_fingerprints_every_path_the_family_declares(tmp_path):
+    import vla_gym
+    from vla_gym.run_store import RunStoreError
+
+    np.save(tmp_path / "weights.npy", np.zeros((4, 7), dtype=np.float32))
+    (tmp_path / "stats.json").write_text('{"mean": 0}')
+    policy = (f"policy._target_={__name__}.StatsReplay", f"+policy.checkpoint={tmp_path / 'weights.npy'}",
+              f"+policy.stats={tmp_path / 'stats.json'}")
+    opts = dict(output_dir=tmp_path / "run", overrides=policy, **QUICK)
+    vla_gym.evaluate("random", **opts)
+    assert vla_gym.evaluate("random", **opts)["overall"]["episodes"] == 1  # same files: resumed
+    (tmp_path / "stats.json").write_text('{"mean": 1}')  # new stats beside the same weights
+    with pytest.raises(RunStoreError, match="weights.files.stats"):
+        vla_gym.evaluate("random", **opts)
+
+
 # ---------------------------------------------------------------------------- 3. unguarded __main__
 def test_evaluate_with_workers_from_an_unguarded_script_fails_at_once_with_the_fix(tmp_path, subprocess_env):
     script = tmp_path / "eval_script.py"

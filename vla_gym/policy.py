@@ -142,6 +142,10 @@ class Policy(abc.ABC):
     quantization_skip: tuple[str, ...] = ()
     """Module names that int8/int4 weight quantization must leave unquantized (an entry matches a
     component of the dotted name, e.g. ``lm_head``). The family's own list: the core names none."""
+    weight_paths: tuple[str, ...] = ("checkpoint", "base_checkpoint")
+    """Policy-config keys that name local files or dirs the outputs are loaded from (weights, adapters,
+    stats, tokenizers). The run fingerprint digests those that are set (:mod:`vla_gym.weights`), so a
+    run dir never resumes with other files at the same paths."""
     batch_wait_ms: float | None = None
     """With parallel envs, how long an env that needs a chunk waits for envs still mid-step so they
     share one ``act`` call: None = until they all reply (lockstep batching, what a GPU model wants);

@@ -47,7 +47,7 @@ from vla_gym.policy import Policy
 from vla_gym.results import EpisodeRecord, atomic_write_text
 from vla_gym.trackers import track_run
 from vla_gym.trajectory import trajectory_rel
-from vla_gym.weights import weights_identity
+from vla_gym.weights import DEFAULT_WEIGHT_PATHS, weights_identity
 from vla_gym.run_store import EPISODES_FILE, RESULTS_FILE, RUN_FILE, RunStore, RunStoreError, outcome_config
 
 log = logging.getLogger("vla_gym.rollout")
@@ -186,7 +186,8 @@ def run(cfg: DictConfig, choices: dict[str, str] | None = None, policy: Policy |
         check_main_guard()
     out = Path(cfg.output_dir)
     outcome = outcome_config(cfg)
-    weights = weights_identity(cfg.policy, policy, cfg.get("policy_version"))
+    weights = weights_identity(cfg.policy, policy, cfg.get("policy_version"),
+                               tuple(getattr(policy_cls, "weight_paths", DEFAULT_WEIGHT_PATHS)))
     if weights is not None:  # only when known: runs without it keep their fingerprint
         outcome["weights"] = weights
     elif policy is not None and (out / RUN_FILE).exists():

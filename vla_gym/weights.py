@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-WEIGHT_KEYS = ("checkpoint", "base_checkpoint")
-"""Policy-config keys naming the local checkpoint files a policy's weights are loaded from."""
+DEFAULT_WEIGHT_PATHS = ("checkpoint", "base_checkpoint")
+"""The keys digested when the policy class declares none (:attr:`vla_gym.policy.Policy.weight_paths`)."""
 SAMPLE_BYTES = 16 << 20
 """Files up to 2x this are hashed whole; larger ones by size, head and tail (retrained weights
 change both; hashing a 15 GB checkpoint whole would take longer than a short evaluation)."""
@@ -51,16 +51,17 @@ def path_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def weights_identity(policy_cfg: Any, policy: Any = None, version: str | None = None) -> dict[str, Any] | None:
+def weights_identity(policy_cfg: Any, policy: Any = None, version: str | None = None,
+                     keys: tuple[str, ...] = DEFAULT_WEIGHT_PATHS) -> dict[str, Any] | None:
     """``{"version": ..., "files": {key: digest}}`` for the fingerprint, or None when nothing identifies the weights.
 
-    ``policy_cfg``: the (plain or OmegaConf) policy config; its :data:`WEIGHT_KEYS` naming existing
-    paths are digested. ``policy``: a built policy object; a ``checkpoint`` attribute naming an
+    ``policy_cfg``: the (plain or OmegaConf) policy config; its ``keys`` (the policy class's
+    ``weight_paths``) naming existing paths are digested. ``policy``: a built policy object; a ``checkpoint`` attribute naming an
     existing path is digested too.
     """
     files: dict[str, str] = {}
     get = getattr(policy_cfg, "get", None)
-    for key in WEIGHT_KEYS:
+    for key in keys:
         value = get(key) if get is not None and key in policy_cfg else None
         if isinstance(value, (str, os.PathLike)) and Path(value).expanduser().exists():
             files[key] = path_digest(value)

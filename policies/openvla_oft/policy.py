@@ -209,6 +209,7 @@ class OpenVLAOFTPolicy(OpenVLAFamilyPolicy):
     action_unnorm_eps = 1e-8
     execution = ChunkExecution(mode="open_loop", replan_steps=8)  # the whole (8, 7) chunk, open loop
     quantization_skip = ("lm_head", "action_head", "proprio_projector", "scale", "shift")  # scale/shift: FiLM
+    weight_paths = ("checkpoint", "base_checkpoint", "lora_adapter")
 
     def __init__(
         self,

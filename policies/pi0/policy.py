@@ -85,6 +85,7 @@ class Pi0Policy(Policy):
     # act(rtc=...) takes real-time-chunking guidance (vla_gym.policies.pi0.rtc, docs/rtc.md); an executor
     # asks getattr(policy, "supports_rtc", False) before handoff=rtc.
     supports_rtc = True
+    weight_paths = ("checkpoint", "tokenizer")
     # Kept unquantized by int8/int4: the small action/time/state projections around the expert (all
     # continuous-valued regression paths) and the AdaRMS `dense` of every expert norm (matched by the
     # norm's name), which openpi keeps in fp32. lm_head is tied to the embedding and not an

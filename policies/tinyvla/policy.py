@@ -70,6 +70,7 @@ class TinyVLAPolicy(Policy):
     execution = ChunkExecution(mode="temporal_ensemble")
     loads_weights = True
     quantization_skip = ("embed_out",)  # the diffusion head (UNet) stays unquantized
+    weight_paths = ("checkpoint", "model_base", "stats")
     reference_scene_seed = None  # TinyVLA published no LIBERO eval
 
     def __init__(self, loaded: LoadedTinyVLA, tokenizer: Any, processor: Any, stats: TinyVLAStats, *,
