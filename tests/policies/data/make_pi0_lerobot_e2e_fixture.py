@@ -100,22 +100,13 @@ def run(ckpt: pathlib.Path, cls, dtype: str, seeds: tuple[int, ...]) -> list[np.
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.envs.configs import LiberoEnv
     from lerobot.envs.utils import preprocess_observation
-    from lerobot.processor import PolicyProcessorPipeline
-    from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
 
-    from make_pi0_lerobot_policy_fixture import SentencePieceAsHF
+    from make_pi0_lerobot_policy_fixture import processor_pipelines
 
     cfg = PreTrainedConfig.from_pretrained(str(ckpt))
     cfg.dtype = dtype
     policy = cls.from_pretrained(str(ckpt), config=cfg).eval()
-    device = {"device_processor": {"device": "cpu"}}
-    pre = PolicyProcessorPipeline.from_pretrained(
-        str(ckpt), config_filename="policy_preprocessor.json",
-        overrides={"tokenizer_processor": {"tokenizer": SentencePieceAsHF(ckpt / "paligemma_tokenizer.model")},
-                   **device})
-    post = PolicyProcessorPipeline.from_pretrained(
-        str(ckpt), config_filename="policy_postprocessor.json", overrides=device,
-        to_transition=policy_action_to_transition, to_output=transition_to_policy_action)
+    pre, post = processor_pipelines(ckpt)
     env_pre, env_post = LiberoEnv().get_env_processors()
     out = []
     for i, seed in enumerate(seeds):

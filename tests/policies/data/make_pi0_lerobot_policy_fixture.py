@@ -94,6 +94,22 @@ class SentencePieceAsHF:
         return {"input_ids": ids, "attention_mask": mask}
 
 
+def processor_pipelines(ckpt: pathlib.Path):
+    """LeRobot's own ``policy_preprocessor`` / ``policy_postprocessor`` of a dir, on the CPU, with the tiny tokenizer."""
+    from lerobot.processor import PolicyProcessorPipeline
+    from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
+
+    device = {"device_processor": {"device": "cpu"}}
+    pre = PolicyProcessorPipeline.from_pretrained(
+        str(ckpt), config_filename="policy_preprocessor.json",
+        overrides={"tokenizer_processor": {"tokenizer": SentencePieceAsHF(ckpt / "paligemma_tokenizer.model")},
+                   **device})
+    post = PolicyProcessorPipeline.from_pretrained(
+        str(ckpt), config_filename="policy_postprocessor.json", overrides=device,
+        to_transition=policy_action_to_transition, to_output=transition_to_policy_action)
+    return pre, post
+
+
 def frames(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Two raw (bottom-up) 256x256 asymmetric frames, agentview and wrist (the test rebuilds them)."""
     y, x = np.mgrid[0:256, 0:256].astype(np.float64)
@@ -114,8 +130,6 @@ def client_image(raw: np.ndarray) -> torch.Tensor:
 def main(ckpt_pi0: str, ckpt_pi05: str) -> None:
     from lerobot.policies.pi0 import modeling_pi0
     from lerobot.policies.pi05 import modeling_pi05
-    from lerobot.processor import PolicyProcessorPipeline
-    from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
 
     patch_sizes()
     torch.set_float32_matmul_precision("highest")
@@ -129,14 +143,7 @@ def main(ckpt_pi0: str, ckpt_pi05: str) -> None:
         ckpt = pathlib.Path(ckpt)
         out[f"sha256_{name}"] = np.array(hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest())
         policy = cls.from_pretrained(str(ckpt)).eval()
-        device = {"device_processor": {"device": "cpu"}}
-        pre = PolicyProcessorPipeline.from_pretrained(
-            str(ckpt), config_filename="policy_preprocessor.json",
-            overrides={"tokenizer_processor": {"tokenizer": SentencePieceAsHF(ckpt / "paligemma_tokenizer.model")},
-                       **device})
-        post = PolicyProcessorPipeline.from_pretrained(
-            str(ckpt), config_filename="policy_postprocessor.json", overrides=device,
-            to_transition=policy_action_to_transition, to_output=transition_to_policy_action)
+        pre, post = processor_pipelines(ckpt)
         horizon = policy.config.chunk_size
         for i, seed in enumerate(SEEDS):
             agent, wrist = frames(seed)

@@ -49,11 +49,9 @@ def run_case(ckpt: pathlib.Path, cls, schedule: str, d: int, s: int, e: int, bet
     from lerobot.envs.configs import LiberoEnv
     from lerobot.envs.utils import preprocess_observation
     from lerobot.policies.rtc.configuration_rtc import RTCConfig
-    from lerobot.processor import PolicyProcessorPipeline
-    from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
 
     from make_pi0_lerobot_e2e_fixture import TASKS, frames, noise, state
-    from make_pi0_lerobot_policy_fixture import SentencePieceAsHF
+    from make_pi0_lerobot_policy_fixture import processor_pipelines
 
     cfg = PreTrainedConfig.from_pretrained(str(ckpt))
     cfg.dtype = "float32"
@@ -61,14 +59,7 @@ def run_case(ckpt: pathlib.Path, cls, schedule: str, d: int, s: int, e: int, bet
                                execution_horizon=e)
     policy = cls.from_pretrained(str(ckpt), config=cfg).eval()
     assert policy.model.rtc_processor is not None and policy.model._rtc_enabled()  # noqa: SLF001
-    device = {"device_processor": {"device": "cpu"}}
-    pre = PolicyProcessorPipeline.from_pretrained(
-        str(ckpt), config_filename="policy_preprocessor.json",
-        overrides={"tokenizer_processor": {"tokenizer": SentencePieceAsHF(ckpt / "paligemma_tokenizer.model")},
-                   **device})
-    post = PolicyProcessorPipeline.from_pretrained(
-        str(ckpt), config_filename="policy_postprocessor.json", overrides=device,
-        to_transition=policy_action_to_transition, to_output=transition_to_policy_action)
+    pre, post = processor_pipelines(ckpt)
     env_pre, env_post = LiberoEnv().get_env_processors()
 
     def obs(i: int) -> dict:
