@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vla_gym.envs.base import RobosuiteBackedEnv
+from vla_gym.envs.render_context import kept_render_context
 from vla_gym.envs.suite import DEFAULT_SCENE_SEED, SCENE_SEEDINGS, EnvSuite
 
 
@@ -173,6 +174,9 @@ class LiberoEnv(RobosuiteBackedEnv):
             ``"per_episode"``: the global RNG is seeded with the reset seed before each reset
             (independent scenes, not the published evals').
         scene_seed: S of the reference loop (OpenVLA/OFT 0, openpi 7).
+        reuse_render_context: Keep the offscreen render context across resets when the rebuilt
+            model's assets are unchanged (:mod:`vla_gym.envs.render_context`; same pixels, ~0.85 s
+            less per reset on a CPU renderer). False rebuilds it every reset, as LIBERO does.
         **kwargs: Camera, size, render and privileged options of :class:`RobosuiteBackedEnv`.
 
     ``reset(options={"init_state_id": k, "scene_index": e})`` starts from the suite's k-th
@@ -184,11 +188,13 @@ class LiberoEnv(RobosuiteBackedEnv):
 
     def __init__(self, suite: str = "libero_spatial", task: int | str = 0, *,
                  num_settle_steps: int = NUM_SETTLE_STEPS, scene_seeding: str = "reference",
-                 scene_seed: int = DEFAULT_SCENE_SEED, **kwargs: Any) -> None:
+                 scene_seed: int = DEFAULT_SCENE_SEED, reuse_render_context: bool = True,
+                 **kwargs: Any) -> None:
         if scene_seeding not in SCENE_SEEDINGS:
             raise ValueError(f"scene_seeding must be one of {SCENE_SEEDINGS}, got {scene_seeding!r}")
         self.scene_seeding = scene_seeding
         self.scene_seed = int(scene_seed)
+        self.reuse_render_context = bool(reuse_render_context)
         self.scene_index: int | None = None
         self.suite_name = suite
         self._suite = load_suite(suite)
@@ -256,25 +262,30 @@ class LiberoEnv(RobosuiteBackedEnv):
         self.scene_index = scene if self.scene_seeding == "reference" else None
         caller_state = np.random.get_state()
         try:
-            if self.scene_seeding == "reference":
-                np.random.set_state(self._scene_stream.state_before_reset(scene, self._replay_reset))
-                self._control_env.reset()
-                self._scene_stream.record_after_reset(scene)
-            else:
-                np.random.seed(int(seed) % 2**32)
-                self._control_env.reset()
-            return self._control_env.set_init_state(self._init_states[init_id])
+            with kept_render_context(self._sim_env, enabled=self.reuse_render_context):
+                return self._reset_scene(scene, seed, init_id)
         finally:
             np.random.set_state(caller_state)
+
+    def _reset_scene(self, scene: int, seed: int | None, init_id: int) -> dict[str, np.ndarray]:
+        """LIBERO's reset in the episode's scene (the global RNG set as the reference has it), then its init state."""
+        if self.scene_seeding == "reference":
+            np.random.set_state(self._scene_stream.state_before_reset(scene, self._replay_reset))
+            self._control_env.reset()
+            self._scene_stream.record_after_reset(scene)
+        else:
+            np.random.seed(int(seed) % 2**32)
+            self._control_env.reset()
+        return self._control_env.set_init_state(self._init_states[init_id])
 
     def _replay_reset(self) -> None:
         """One reset as the reference does it, for its RNG draws only: no render context is built."""
         sim_env = self._sim_env
-        sim_env.has_offscreen_renderer = False
+        renders, sim_env.has_offscreen_renderer = sim_env.has_offscreen_renderer, False
         try:
             self._control_env.reset()
         finally:
-            sim_env.has_offscreen_renderer = True
+            sim_env.has_offscreen_renderer = renders
 
     def _is_success(self) -> bool:
         return bool(self._control_env.check_success())

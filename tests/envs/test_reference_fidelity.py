@@ -74,10 +74,12 @@ def test_frames_and_scenes_equal_the_raw_reference_loop(size, episodes):
     reference = _raw_reference_loop(size, episodes)
     ReferenceSceneStream._streams.clear()  # as in a fresh process: no scene state known yet
     env = gym.make(f"vla_gym/{SUITE}", task=TASK, cameras=("agentview", "wrist"), image_size=size)
+    contexts = set()
     try:
         # out of order, the later id first: a resumed run or a shard starts anywhere
         for e in sorted(episodes, reverse=True):
             ours = _vla_gym_episode(env, e)
+            contexts.add(id(env.unwrapped.sim_env.sim._render_context_offscreen.con))
             for k, (got, ref) in enumerate(zip(ours, reference[e])):
                 where = f"episode {e}, after {'settle' if k == 0 else f'action {k}'}"
                 np.testing.assert_array_equal(got["agentview"], ref["agentview"], err_msg=where)
@@ -85,6 +87,9 @@ def test_frames_and_scenes_equal_the_raw_reference_loop(size, episodes):
                 np.testing.assert_array_equal(got["state"][:3], ref["eef_pos"].astype(np.float32), err_msg=where)
                 # every body (fixtures such as the wooden cabinet, objects, robot) where the reference has it
                 np.testing.assert_array_equal(got["xpos"], ref["xpos"], err_msg=where)
+        # ... with one render context kept across the resets (envs/render_context.py), where the
+        # reference builds a new one on every reset
+        assert len(contexts) == 1
     finally:
         env.close()
 
