@@ -111,11 +111,20 @@ def check_full_length(name: str, res: dict, n_eps: int, max_steps: int) -> None:
 
 def main() -> None:
     args = parse_args()
+    launcher = load_launcher() if args.vla_eval is not None else None
+    if launcher is None:
+        run(args, None)
+        return
+    try:
+        run(args, launcher)
+    except launcher.VlaEvalRunError as e:
+        raise SystemExit(f"vla-eval: {e}") from None
+
+
+def run(args: argparse.Namespace, launcher) -> None:
     n_par = args.num_envs
     n_tasks = len(args.tasks.split(","))
-    launcher = None
-    if args.vla_eval is not None:
-        launcher = load_launcher()
+    if launcher is not None:
         version = launcher.installed_version(args.vla_eval)
         print(f"vla-eval {version} at {args.vla_eval}"
               + ("" if version == VLA_EVAL_VERSION else f" (the harness was written against {VLA_EVAL_VERSION})"))
@@ -166,9 +175,9 @@ def main() -> None:
         print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
         if i == 0:
             print("-|-".join("-" * w for w in widths))
-    print("N = num_envs for vla_gym, shards (processes sharing one model server) for vla-eval")
     ve = [r for r in rows if "vla-eval" in r[0]]
     if ve:
+        print("N = num_envs for vla_gym, shards (processes sharing one model server) for vla-eval")
         gym = next(r for r in rows if r[0].startswith(f"({VLA_EVAL_CASE})") and "vla-eval" not in r[0])
         print(f"lead, vla_gym ep/h / vla-eval ep/h: N=1 {gym[3] / ve[0][3]:.2f}x, "
               f"N={n_par} {gym[4] / ve[0][4]:.2f}x")
