@@ -23,7 +23,7 @@ at once with ``--shard-id i --num-shards N`` against the one server, then ``vla-
 pattern of vla-eval's ``scripts/run_sharded.sh``). Both tools: the same (task, init state) pairs
 (vla-eval runs the first T tasks, so ``--tasks`` must be 0..T-1; episode e runs init state e in
 both), 10 settle steps after each reset, then ``--max-steps`` policy steps, agentview + wrist at
-256 rendered with ``MUJOCO_GL=egl``. Every run is checked to have done exactly that (vla_gym's
+256 rendered with the same ``MUJOCO_GL`` (egl unless set). Every run is checked to have done exactly that (vla_gym's
 result, vla-eval's recording) or the benchmark stops. The issue-20 workload (8 episodes x 150 steps):
 
     python benchmarks/rollout_throughput.py --cases b --tasks 0,1,2,3 --episodes 2 --max-steps 150 \

@@ -94,9 +94,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def vla_eval_env(out: Path) -> dict[str, str]:
-    """The environment of every vla-eval process: EGL rendering as vla_gym's, a LIBERO config dir."""
+    """The environment of every vla-eval process: vla_gym's renderer (EGL unless set), a LIBERO config dir."""
     env = dict(os.environ)
-    env.update(MUJOCO_GL="egl", PYOPENGL_PLATFORM="egl")
+    env.setdefault("MUJOCO_GL", "egl")
+    env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"] if env["MUJOCO_GL"] in ("egl", "osmesa") else "egl")
     if "LIBERO_CONFIG_PATH" not in env:
         (out / "libero_config").mkdir(parents=True, exist_ok=True)
         env["LIBERO_CONFIG_PATH"] = str(out / "libero_config")
