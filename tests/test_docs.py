@@ -142,10 +142,15 @@ def check_vla_gym(args: list[str]) -> None:
     _parse_only(getattr(importlib.import_module(module), func or "main"), rest)
 
 
+EXTERNAL_MODULES = ("pip", "venv")
+
+
 def check_python(args: list[str]) -> None:
     """``python -m module ARGS`` or ``python path/to/script.py ARGS``."""
     if args[0] == "-m":
         module, rest = args[1], args[2:]
+        if module in EXTERNAL_MODULES:
+            return  # another tool's command line (installing a throwaway venv), not ours to parse
         if module == "vla_gym":
             check_vla_gym(rest)
         elif module in MODULE_COMMANDS:
