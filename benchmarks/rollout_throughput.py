@@ -8,7 +8,8 @@ Cases, on LIBERO (``libero_spatial``), videos off, same planned episodes for eve
 - (b) a camera policy: ``random`` with ``policy.cameras=[agentview,wrist]`` at 256 and the
   reference render quality (render-bound: the CPU renderer).
 Each row is a whole ``vla_gym.evaluate`` run (env builds, worker start-up, resets included),
-timed by wall clock; the sequential and parallel runs of a case alternate with each other
+timed by wall clock, with the cores it kept busy (CPU seconds per wall second: a speed-up from N
+envs is bounded by how much of the machine N=1 leaves idle); the sequential and parallel runs of a case alternate with each other
 over ``--rounds`` so machine load affects both alike, and the table shows the median. The
 machine may be shared: ``os.getloadavg()`` is printed before and after.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -64,6 +66,12 @@ def load_launcher():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that have been waited for (workers, vla-eval)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def timed_run(policy: str, overrides: tuple, args: argparse.Namespace, num_envs: int, out: Path) -> tuple[float, dict]:
@@ -138,38 +146,47 @@ def run(args: argparse.Namespace, launcher) -> None:
             side_by_side = launcher is not None and case == VLA_EVAL_CASE
             walls: dict[int, list[float]] = {1: [], n_par: []}
             ve_walls: dict[int, list[float]] = {1: [], n_par: []}
+            cores: dict[int, list[float]] = {1: [], n_par: []}  # CPU seconds per wall second: how much of the machine a run used
+            ve_cores: dict[int, list[float]] = {1: [], n_par: []}
             n_eps, steps = 0, 0.0
             for r in range(args.rounds):
                 for n in (1, n_par):
                     tools = ("vla_gym", "vla-eval") if side_by_side else ("vla_gym",)
                     for tool in (tools if r % 2 == 0 else tools[::-1]):  # who goes first alternates
                         out = Path(tmp) / f"{case}_{tool}_{n}_{r}"
+                        cpu0 = cpu_seconds()
                         if tool == "vla_gym":
                             wall, res = timed_run(policy, options, args, n, out)
                             walls[n].append(wall)
+                            cores[n].append((cpu_seconds() - cpu0) / wall)
                             n_eps, steps = res["overall"]["episodes"], res["overall"]["mean_steps"]
                             assert res["overall"]["errors"] == 0, res["overall"]
                             if side_by_side:
                                 check_full_length(name, res, n_tasks * args.episodes, args.max_steps)
-                            print(f"  {name} num_envs={n}: {n_eps} episodes in {wall:.1f} s "
-                                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                            print(f"  {name} num_envs={n}: {n_eps} episodes in {wall:.1f} s, "
+                                  f"{cores[n][-1]:.2f} cores busy (load {os.getloadavg()[0]:.2f})", flush=True)
                         else:
                             t = launcher.run(args.vla_eval, shards=n, tasks=n_tasks, episodes=args.episodes,
                                              max_steps=args.max_steps, out=out)
                             ve_walls[n].append(t.wall)
+                            ve_cores[n].append((cpu_seconds() - cpu0) / t.wall)
                             print(f"  {name} vla-eval shards={n}: {n_tasks * args.episodes} episodes in "
-                                  f"{t.wall:.1f} s, server ready after {t.server_ready:.1f} s "
+                                  f"{t.wall:.1f} s, {ve_cores[n][-1]:.2f} cores busy, server ready after {t.server_ready:.1f} s "
                                   f"(load {os.getloadavg()[0]:.2f})", flush=True)
             seq, par = statistics.median(walls[1]), statistics.median(walls[n_par])
-            rows.append((name, n_eps, steps, 3600 * n_eps / seq, 3600 * n_eps / par, seq / par))
+            rows.append((name, n_eps, steps, 3600 * n_eps / seq, 3600 * n_eps / par, seq / par,
+                         statistics.median(cores[1]), statistics.median(cores[n_par])))
             if side_by_side:
                 ve_seq, ve_par = statistics.median(ve_walls[1]), statistics.median(ve_walls[n_par])
                 rows.append((f"({case}) same workload, vla-eval {VLA_EVAL_VERSION} (N = shards)", n_eps,
-                             float(args.max_steps), 3600 * n_eps / ve_seq, 3600 * n_eps / ve_par, ve_seq / ve_par))
+                             float(args.max_steps), 3600 * n_eps / ve_seq, 3600 * n_eps / ve_par, ve_seq / ve_par,
+                             statistics.median(ve_cores[1]), statistics.median(ve_cores[n_par])))
     print(f"\nlibero_spatial tasks {args.tasks}, {args.episodes} episodes/task, max_steps={args.max_steps}, "
           f"median of {args.rounds} round(s)")
-    head = ("case", "episodes", "mean steps", "ep/h N=1", f"ep/h N={n_par}", "speed-up")
-    table = [head] + [(n, str(e), f"{s:.0f}", f"{a:.0f}", f"{b:.0f}", f"{x:.2f}x") for n, e, s, a, b, x in rows]
+    head = ("case", "episodes", "mean steps", "ep/h N=1", f"ep/h N={n_par}", "speed-up", "cores busy N=1",
+            f"cores busy N={n_par}")
+    table = [head] + [(n, str(e), f"{s:.0f}", f"{a:.0f}", f"{b:.0f}", f"{x:.2f}x", f"{c1:.2f}", f"{c2:.2f}")
+                      for n, e, s, a, b, x, c1, c2 in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     for i, r in enumerate(table):
         print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
@@ -183,6 +200,8 @@ def run(args: argparse.Namespace, launcher) -> None:
               f"N={n_par} {gym[4] / ve[0][4]:.2f}x")
     elif VLA_EVAL_CASE in args.wanted:
         print(VLA_EVAL_NOTE)
+    print(f"cores busy = CPU seconds (this process and its workers or vla-eval's processes) per wall second, "
+          f"of {os.cpu_count()}: N=1 already uses more than one core where the renderer's threads (llvmpipe) do")
     print(f"loadavg after={tuple(round(x, 2) for x in os.getloadavg())}")
 
 
