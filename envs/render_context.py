@@ -9,7 +9,8 @@ a CPU renderer, every episode.
 A ``MjrContext`` depends on the model only through its assets (meshes, textures, height fields,
 skins), ``vis`` and ``stat``; it holds no body placement. Across resets of one task the rebuilt
 model differs from the previous one only in ``body_pos`` / ``body_quat`` (measured on
-libero_spatial: every other array and struct field is equal). So when everything but those two
+libero_spatial: every other array and struct field is equal; the model the constructor built also
+differs in ``site_rgba``, which robosuite's reset changes). So when everything but those two
 is equal, the context built for the first model serves the new one unchanged, and the pixels are
 those of a freshly built context -- the reference fidelity test compares frames bit for bit with
 LIBERO's own loop, which rebuilds the context on every reset. When anything else differs (a
@@ -26,8 +27,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-PLACEMENT_FIELDS = frozenset({"body_pos", "body_quat"})
-"""Model fields a LIBERO reset re-samples (fixture placement) and no render context depends on."""
+PER_FRAME_FIELDS = frozenset({"body_pos", "body_quat", "site_rgba"})
+"""Model fields allowed to differ: fixture placement (what a LIBERO reset re-samples) and site colours
+(robosuite's ``visualize()`` hides sites after each reset, not in the constructor). The scene reads
+them on every frame (``mjv_updateScene``); no render context holds them."""
 
 _STRUCTS = ("vis", "stat")
 """Model structs a ``MjrContext`` reads (offscreen size, samples, shadow and fog settings, extent)."""
@@ -54,13 +57,13 @@ def _struct_equal(a: Any, b: Any, depth: int = 0) -> bool:
 
 
 def same_render_inputs(a: Any, b: Any) -> bool:
-    """Whether two ``mujoco.MjModel`` are equal in everything except :data:`PLACEMENT_FIELDS`.
+    """Whether two ``mujoco.MjModel`` are equal in everything except :data:`PER_FRAME_FIELDS`.
 
     A strict superset of what ``MjrContext`` reads, so equal here means a context built from
     ``a`` is the context ``b`` would get.
     """
     for name in dir(a):
-        if name.startswith("_") or name in PLACEMENT_FIELDS:
+        if name.startswith("_") or name in PER_FRAME_FIELDS:
             continue
         x = getattr(a, name)
         if isinstance(x, np.ndarray):

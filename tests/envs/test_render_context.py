@@ -14,19 +14,21 @@ XML = """<mujoco>
   <asset><texture name="t" type="2d" builtin="checker" rgb1="{rgb}" rgb2="0 0 0" width="8" height="8"/>
          <material name="m" texture="t"/></asset>
   <worldbody><geom type="box" pos="-2 -2 0" size=".1 .1 .1"/><geom type="box" pos="2 2 1" size=".1 .1 .1"/>
-    <body name="fixture" pos="{pos}"><geom type="box" size=".1 .1 .1" material="m" rgba="{rgba}"/></body>
+    <body name="fixture" pos="{pos}"><geom type="box" size=".1 .1 .1" material="m" rgba="{rgba}"/>
+      <site name="s" rgba="{site}"/></body>
   </worldbody>
 </mujoco>"""
-BASE = dict(samples=4, rgb="1 1 1", pos="0 0 0", rgba="1 1 1 1")
+BASE = dict(samples=4, rgb="1 1 1", pos="0 0 0", rgba="1 1 1 1", site="1 0 0 1")
 
 
 def model(**changes: str | int) -> mujoco.MjModel:
     return mujoco.MjModel.from_xml_string(XML.format(**{**BASE, **changes}))
 
 
-def test_only_body_placement_may_differ():
+def test_only_what_each_frame_reads_may_differ():
     assert same_render_inputs(model(), model())
     assert same_render_inputs(model(), model(pos="0.3 -0.1 0.2"))  # what a LIBERO reset re-samples
+    assert same_render_inputs(model(), model(site="1 0 0 0"))  # what robosuite's visualize() toggles
     assert not same_render_inputs(model(), model(rgb="1 0 0"))  # a texture
     assert not same_render_inputs(model(), model(rgba="1 0 0 1"))  # a geom colour
     assert not same_render_inputs(model(), model(samples=0))  # vis: the MSAA sample count
