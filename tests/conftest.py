@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-os.environ.setdefault("LIBERO_CONFIG_PATH", tempfile.mkdtemp(prefix="vla_gym_libero_cfg_"))
+if "LIBERO_CONFIG_PATH" not in os.environ:  # a private one for this session, removed at its end
+    os.environ["LIBERO_CONFIG_PATH"] = tempfile.mkdtemp(prefix="vla_gym_libero_cfg_")
+    atexit.register(shutil.rmtree, os.environ["LIBERO_CONFIG_PATH"], True)
 
 import pytest  # noqa: E402
 
