@@ -10,8 +10,8 @@ A ``MjrContext`` depends on the model only through its assets (meshes, textures,
 skins), ``vis`` and ``stat``; it holds no body placement. Across resets of one task the rebuilt
 model differs from the previous one only in ``body_pos`` / ``body_quat`` (measured on
 libero_spatial: every other array and struct field is equal; the model the constructor built also
-differs in ``site_rgba``, which robosuite's reset changes). So when everything but those two
-is equal, the context built for the first model serves the new one unchanged, and the pixels are
+differs in ``site_rgba``, which robosuite's reset changes). So when everything but those
+(:data:`PER_FRAME_FIELDS`) is equal, the context built for the first model serves the new one unchanged, and the pixels are
 those of a freshly built context -- the reference fidelity test compares frames bit for bit with
 LIBERO's own loop, which rebuilds the context on every reset. When anything else differs (a
 perturbation changed a texture or a light, ``render_quality="fast"`` lowered the sample count),
@@ -32,48 +32,36 @@ PER_FRAME_FIELDS = frozenset({"body_pos", "body_quat", "site_rgba"})
 (robosuite's ``visualize()`` hides sites after each reset, not in the constructor). The scene reads
 them on every frame (``mjv_updateScene``); no render context holds them."""
 
-_STRUCTS = ("vis", "stat")
-"""Model structs a ``MjrContext`` reads (offscreen size, samples, shadow and fog settings, extent)."""
+MAX_DEPTH = 3
+"""Model -> ``vis`` -> ``vis.quality``: how deep the comparison follows nested MuJoCo structs."""
 
 
-def _struct_equal(a: Any, b: Any, depth: int = 0) -> bool:
-    """Field-by-field equality of two MuJoCo structs (nested ones such as ``vis.quality`` included)."""
+def _fields_equal(a: Any, b: Any, skip: frozenset[str] = frozenset(), depth: int = 0) -> bool:
+    """Field-by-field equality of two MuJoCo structs, nested ones (``vis``, ``stat``, ``opt``) included."""
     for name in dir(a):
-        if name.startswith("_") or name[:1].isupper():  # private, or the nested struct *types*
+        if name.startswith("_") or name[:1].isupper() or name in skip:  # private, nested struct *types*, skipped
             continue
         x, y = getattr(a, name), getattr(b, name)
         if callable(x):
             continue
-        if isinstance(x, (int, float, bool, str)):
+        if isinstance(x, np.ndarray):
+            if x.shape != np.shape(y) or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
+                return False
+        elif isinstance(x, (int, float, str, bytes)):
             if x != y:
                 return False
-        elif isinstance(x, np.ndarray):
-            if x.shape != np.shape(y) or not np.array_equal(x, y):
-                return False
-        elif depth < 2:
-            if not _struct_equal(x, y, depth + 1):
-                return False
+        elif depth + 1 < MAX_DEPTH and not _fields_equal(x, y, depth=depth + 1):
+            return False
     return True
 
 
 def same_render_inputs(a: Any, b: Any) -> bool:
     """Whether two ``mujoco.MjModel`` are equal in everything except :data:`PER_FRAME_FIELDS`.
 
-    A strict superset of what ``MjrContext`` reads, so equal here means a context built from
-    ``a`` is the context ``b`` would get.
+    A strict superset of what ``MjrContext`` reads (assets, ``vis``, ``stat``), so equal here means
+    a context built from ``a`` is the context ``b`` would get.
     """
-    for name in dir(a):
-        if name.startswith("_") or name in PER_FRAME_FIELDS:
-            continue
-        x = getattr(a, name)
-        if isinstance(x, np.ndarray):
-            y = getattr(b, name)
-            if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
-                return False
-        elif isinstance(x, (int, float)) and not isinstance(x, bool):
-            if x != getattr(b, name):
-                return False
-    return all(_struct_equal(getattr(a, s), getattr(b, s)) for s in _STRUCTS)
+    return _fields_equal(a, b, skip=PER_FRAME_FIELDS)
 
 
 def _adopt(ctx: Any, sim: Any, sim_env: Any) -> None:
@@ -98,6 +86,11 @@ def _adopt(ctx: Any, sim: Any, sim_env: Any) -> None:
     ctx.pert.select = 0
     ctx.pert.skinselect = -1
     sim.add_render_context(ctx)
+    _show_geom_groups(ctx, sim_env)
+
+
+def _show_geom_groups(ctx: Any, sim_env: Any) -> None:
+    """The collision / visual geom groups robosuite's ``_reset_internal`` sets on its render context."""
     ctx.vopt.geomgroup[0] = 1 if sim_env.render_collision_mesh else 0
     ctx.vopt.geomgroup[1] = 1 if sim_env.render_visual_mesh else 0
 
@@ -124,16 +117,7 @@ def _build_new(sim_env: Any) -> None:
     """robosuite's own render context for the current sim (what its ``_reset_internal`` does)."""
     from robosuite.utils.binding_utils import MjRenderContextOffscreen
 
-    ctx = MjRenderContextOffscreen(sim_env.sim, device_id=sim_env.render_gpu_device_id)
-    ctx.vopt.geomgroup[0] = 1 if sim_env.render_collision_mesh else 0
-    ctx.vopt.geomgroup[1] = 1 if sim_env.render_visual_mesh else 0
-
-
-class RenderContextStats:
-    """How often a context was kept or rebuilt (for tests and benchmarks)."""
-
-    kept = 0
-    rebuilt = 0
+    _show_geom_groups(MjRenderContextOffscreen(sim_env.sim, device_id=sim_env.render_gpu_device_id), sim_env)
 
 
 @contextlib.contextmanager
@@ -144,7 +128,8 @@ def kept_render_context(sim_env: Any, enabled: bool = True) -> Iterator[None]:
     (and any replayed resets inside the block) builds none; afterwards it is attached to the new
     sim when :func:`same_render_inputs` holds for the model it was built from, else freed and a new
     one built by robosuite's constructor. With ``enabled=False``, no context yet, or a context that
-    is no longer the current one (:func:`is_current`) the block runs as a plain reset. On an exception the kept context is dropped (freed by its ``__del__``).
+    is no longer the current one (:func:`is_current`) the block runs as a plain reset. On an
+    exception the kept context is dropped (freed by its ``__del__``).
     """
     sim = getattr(sim_env, "sim", None)
     if (not enabled or sim is None or sim._render_context_offscreen is None or not sim_env.has_offscreen_renderer
@@ -167,9 +152,7 @@ def kept_render_context(sim_env: Any, enabled: bool = True) -> Iterator[None]:
         sim.add_render_context(ctx)
     elif same_render_inputs(built_from, new_sim.model._model):
         _adopt(ctx, new_sim, sim_env)
-        RenderContextStats.kept += 1
     else:
         ctx.gl_ctx.make_current()
         del ctx  # robosuite's __del__ frees the MjrContext and the EGL context now
         _build_new(sim_env)
-        RenderContextStats.rebuilt += 1
