@@ -1,7 +1,7 @@
 """Rollout throughput: episodes/hour, sequential (``num_envs=1``) vs ``num_envs=N``, in one run.
 
     python benchmarks/rollout_throughput.py [--tasks 0,1] [--episodes 2] [--max-steps 60] [--num-envs 2]
-        [--cases a,b] [--rounds 1] [--vla-eval PYTHON]
+        [--cases a,b] [--rounds 1] [--vla-eval PYTHON] [--ceiling]
 
 Cases, on LIBERO (``libero_spatial``), videos off, same planned episodes for every row:
 - (a) the scripted expert, no cameras (physics-bound);
@@ -58,10 +58,10 @@ VLA_EVAL_NOTE = ("vla-eval rows skipped: add --vla-eval PYTHON (a venv with vla-
                  "docs/benchmarks.md, 'Side by side with vla-eval') to time it on case (b)'s workload")
 
 
-def load_launcher():
-    """``benchmarks/vla_eval/launch.py``, loaded by path (the folder is not a package)."""
-    path = Path(__file__).resolve().parent / "vla_eval" / "launch.py"
-    spec = importlib.util.spec_from_file_location("vla_eval_launch", path)
+def load_sibling(name: str, rel: str):
+    """A module of ``benchmarks/`` loaded by path (the folder is not a package)."""
+    path = Path(__file__).resolve().parent / rel
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -92,6 +92,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cases", default="a,b", help="which cases to run: a, b or a,b")
     parser.add_argument("--vla-eval", metavar="PYTHON", default=None,
                         help="python of a venv with vla-eval 0.8.0: time vla-eval on case (b)'s workload too")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also step case (b)'s bare env in 1 and in N processes at once: the machine's ceiling")
     args = parser.parse_args()
     try:
         tasks = [int(t) for t in args.tasks.split(",")]
@@ -100,6 +102,8 @@ def parse_args() -> argparse.Namespace:
     if args.num_envs < 1 or args.episodes < 1 or args.max_steps < 1 or args.rounds < 1:
         parser.error("--num-envs, --episodes, --max-steps and --rounds must be >= 1")
     args.wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
+    if args.ceiling and VLA_EVAL_CASE not in args.wanted:
+        parser.error(f"--ceiling measures case ({VLA_EVAL_CASE})'s env: add it to --cases")
     if args.vla_eval is not None:
         if VLA_EVAL_CASE not in args.wanted:
             parser.error(f"--vla-eval times case ({VLA_EVAL_CASE}): add it to --cases")
@@ -119,7 +123,7 @@ def check_full_length(name: str, res: dict, n_eps: int, max_steps: int) -> None:
 
 def main() -> None:
     args = parse_args()
-    launcher = load_launcher() if args.vla_eval is not None else None
+    launcher = load_sibling("vla_eval_launch", "vla_eval/launch.py") if args.vla_eval is not None else None
     if launcher is None:
         run(args, None)
         return
@@ -138,6 +142,8 @@ def run(args: argparse.Namespace, launcher) -> None:
               + ("" if version == VLA_EVAL_VERSION else f" (the harness was written against {VLA_EVAL_VERSION})"))
     print(f"cpus={os.cpu_count()} loadavg before={tuple(round(x, 2) for x in os.getloadavg())}", flush=True)
     rows = []
+    ceiling_mod = load_sibling("render_ceiling", "render_ceiling.py") if args.ceiling else None
+    bare_ms: dict[int, list[float]] = {1: [], n_par: []}  # the bare env's ms per step, 1 and N processes at once
     with tempfile.TemporaryDirectory(prefix="vla_gym_tput_") as tmp:
         for name, (policy, options) in CASES.items():
             case = name[1]  # "(a) ..." -> "a"
@@ -152,6 +158,8 @@ def run(args: argparse.Namespace, launcher) -> None:
             for r in range(args.rounds):
                 for n in (1, n_par):
                     tools = ("vla_gym", "vla-eval") if side_by_side else ("vla_gym",)
+                    if ceiling_mod is not None and case == VLA_EVAL_CASE:
+                        tools = (*tools, "bare env")
                     for tool in (tools if r % 2 == 0 else tools[::-1]):  # who goes first alternates
                         out = Path(tmp) / f"{case}_{tool}_{n}_{r}"
                         cpu0 = cpu_seconds()
@@ -165,6 +173,10 @@ def run(args: argparse.Namespace, launcher) -> None:
                                 check_full_length(name, res, n_tasks * args.episodes, args.max_steps)
                             print(f"  {name} num_envs={n}: {n_eps} episodes in {wall:.1f} s, "
                                   f"{cores[n][-1]:.2f} cores busy (load {os.getloadavg()[0]:.2f})", flush=True)
+                        elif tool == "bare env":
+                            bare_ms[n].append(ceiling_mod.step_ms(n, args.max_steps))
+                            print(f"  (b) bare env, {n} process(es) at once: {bare_ms[n][-1]:.0f} ms per step "
+                                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
                         else:
                             t = launcher.run(args.vla_eval, shards=n, tasks=n_tasks, episodes=args.episodes,
                                              max_steps=args.max_steps, out=out)
@@ -200,6 +212,13 @@ def run(args: argparse.Namespace, launcher) -> None:
               f"N={n_par} {gym[4] / ve[0][4]:.2f}x")
     elif VLA_EVAL_CASE in args.wanted:
         print(VLA_EVAL_NOTE)
+    if bare_ms[1]:
+        ms1, msn = statistics.median(bare_ms[1]), statistics.median(bare_ms[n_par])
+        gym = next(r for r in rows if r[0].startswith(f"({VLA_EVAL_CASE})") and "vla-eval" not in r[0])
+        bound = n_par * ms1 / msn
+        print(f"ceiling, case ({VLA_EVAL_CASE})'s bare env with no runner: {ms1:.0f} ms per step alone, {msn:.0f} ms "
+              f"each with {n_par} at once: {bound:.2f}x for num_envs={n_par}; vla_gym's speed-up "
+              f"{gym[5]:.2f}x is {gym[5] / bound:.0%} of it")
     print(f"cores busy = CPU seconds (this process and its workers or vla-eval's processes) per wall second, "
           f"of {os.cpu_count()}: N=1 already uses more than one core where the renderer's threads (llvmpipe) do")
     print(f"loadavg after={tuple(round(x, 2) for x in os.getloadavg())}")
