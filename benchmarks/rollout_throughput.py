@@ -28,7 +28,13 @@ both), 10 settle steps after each reset, then ``--max-steps`` policy steps, agen
 result, vla-eval's recording) or the benchmark stops. The issue-20 workload (8 episodes x 150 steps):
 
     python benchmarks/rollout_throughput.py --cases b --tasks 0,1,2,3 --episodes 2 --max-steps 150 \
-        --num-envs 2 --rounds 3 --vla-eval /tmp/vevenv/bin/python
+        --num-envs 2 --rounds 3 --vla-eval /tmp/vevenv/bin/python --ceiling
+
+The machine's ceiling (``--ceiling``, case (b)): in each round the bare env -- no runner, no
+workers' pipes, no policy -- is also stepped ``--max-steps`` times alone and ``--max-steps`` times with
+N at once, in interleaved phases on the same N processes (``benchmarks/render_ceiling.py``);
+``N * ms(alone) / ms(at once)`` is the most any runner's ``num_envs=N`` can gain on this machine for
+this workload's steps, printed beside vla_gym's speed-up.
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--vla-eval", metavar="PYTHON", default=None,
                         help="python of a venv with vla-eval 0.8.0: time vla-eval on case (b)'s workload too")
     parser.add_argument("--ceiling", action="store_true",
-                        help="also step case (b)'s bare env in 1 and in N processes at once: the machine's ceiling")
+                        help="also step case (b)'s bare env alone and N at once: the machine's ceiling")
     args = parser.parse_args()
     try:
         tasks = [int(t) for t in args.tasks.split(",")]
@@ -158,8 +164,8 @@ def run(args: argparse.Namespace, launcher) -> None:
             for r in range(args.rounds):
                 for n in (1, n_par):
                     tools = ("vla_gym", "vla-eval") if side_by_side else ("vla_gym",)
-                    if ceiling_mod is not None and case == VLA_EVAL_CASE:
-                        tools = (*tools, "bare env")
+                    if ceiling_mod is not None and case == VLA_EVAL_CASE and n == n_par:
+                        tools = (*tools, "bare env")  # measures alone and N at once itself
                     for tool in (tools if r % 2 == 0 else tools[::-1]):  # who goes first alternates
                         out = Path(tmp) / f"{case}_{tool}_{n}_{r}"
                         cpu0 = cpu_seconds()
@@ -174,9 +180,11 @@ def run(args: argparse.Namespace, launcher) -> None:
                             print(f"  {name} num_envs={n}: {n_eps} episodes in {wall:.1f} s, "
                                   f"{cores[n][-1]:.2f} cores busy (load {os.getloadavg()[0]:.2f})", flush=True)
                         elif tool == "bare env":
-                            bare_ms[n].append(ceiling_mod.step_ms(n, args.max_steps))
-                            print(f"  (b) bare env, {n} process(es) at once: {bare_ms[n][-1]:.0f} ms per step "
-                                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                            alone, together = ceiling_mod.step_ms(n, args.max_steps)
+                            bare_ms[1].append(alone)
+                            bare_ms[n].append(together)
+                            print(f"  (b) bare env: {alone:.0f} ms per step alone, {together:.0f} ms each with {n} "
+                                  f"at once, {n * alone / together:.2f}x (load {os.getloadavg()[0]:.2f})", flush=True)
                         else:
                             t = launcher.run(args.vla_eval, shards=n, tasks=n_tasks, episodes=args.episodes,
                                              max_steps=args.max_steps, out=out)
@@ -213,12 +221,10 @@ def run(args: argparse.Namespace, launcher) -> None:
     elif VLA_EVAL_CASE in args.wanted:
         print(VLA_EVAL_NOTE)
     if bare_ms[1]:
-        ms1, msn = statistics.median(bare_ms[1]), statistics.median(bare_ms[n_par])
         gym = next(r for r in rows if r[0].startswith(f"({VLA_EVAL_CASE})") and "vla-eval" not in r[0])
-        bound = n_par * ms1 / msn
-        print(f"ceiling, case ({VLA_EVAL_CASE})'s bare env with no runner: {ms1:.0f} ms per step alone, {msn:.0f} ms "
-              f"each with {n_par} at once: {bound:.2f}x for num_envs={n_par}; vla_gym's speed-up "
-              f"{gym[5]:.2f}x is {gym[5] / bound:.0%} of it")
+        bound = statistics.median(n_par * a / b for a, b in zip(bare_ms[1], bare_ms[n_par]))
+        print(f"ceiling, case ({VLA_EVAL_CASE})'s bare env with no runner (alone vs {n_par} at once, interleaved): "
+              f"{bound:.2f}x for num_envs={n_par}; vla_gym's speed-up {gym[5]:.2f}x is {gym[5] / bound:.0%} of it")
     print(f"cores busy = CPU seconds (this process and its workers or vla-eval's processes) per wall second, "
           f"of {os.cpu_count()}: N=1 already uses more than one core where the renderer's threads (llvmpipe) do")
     print(f"loadavg after={tuple(round(x, 2) for x in os.getloadavg())}")
