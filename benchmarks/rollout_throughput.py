@@ -28,7 +28,7 @@ both), 10 settle steps after each reset, then ``--max-steps`` policy steps, agen
 result, vla-eval's recording) or the benchmark stops. The issue-20 workload (8 episodes x 150 steps):
 
     python benchmarks/rollout_throughput.py --cases b --tasks 0,1,2,3 --episodes 2 --max-steps 150 \
-        --num-envs 2 --rounds 3 --vla-eval /tmp/vevenv/bin/python --ceiling
+        --num-envs 2 --rounds 2 --vla-eval /tmp/vevenv/bin/python --ceiling
 
 The machine's ceiling (``--ceiling``, case (b)): in each round the bare env -- no runner, no
 workers' pipes, no policy -- is also stepped ``--max-steps`` times alone and ``--max-steps`` times with
