@@ -110,6 +110,8 @@ def parse_args() -> argparse.Namespace:
     args.wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
     if args.ceiling and VLA_EVAL_CASE not in args.wanted:
         parser.error(f"--ceiling measures case ({VLA_EVAL_CASE})'s env: add it to --cases")
+    if args.ceiling and args.num_envs < 2:
+        parser.error("--ceiling compares 1 env with --num-envs at once: --num-envs must be >= 2")
     if args.vla_eval is not None:
         if VLA_EVAL_CASE not in args.wanted:
             parser.error(f"--vla-eval times case ({VLA_EVAL_CASE}): add it to --cases")
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace, launcher) -> None:
     print(f"cpus={os.cpu_count()} loadavg before={tuple(round(x, 2) for x in os.getloadavg())}", flush=True)
     rows = []
     ceiling_mod = load_sibling("render_ceiling", "render_ceiling.py") if args.ceiling else None
-    bare_ms: dict[int, list[float]] = {1: [], n_par: []}  # the bare env's ms per step, 1 and N processes at once
+    ceilings: list[float] = []  # per round: N * ms(alone) / ms(N at once) of the bare env
     with tempfile.TemporaryDirectory(prefix="vla_gym_tput_") as tmp:
         for name, (policy, options) in CASES.items():
             case = name[1]  # "(a) ..." -> "a"
@@ -181,10 +183,9 @@ def run(args: argparse.Namespace, launcher) -> None:
                                   f"{cores[n][-1]:.2f} cores busy (load {os.getloadavg()[0]:.2f})", flush=True)
                         elif tool == "bare env":
                             alone, together = ceiling_mod.step_ms(n, args.max_steps)
-                            bare_ms[1].append(alone)
-                            bare_ms[n].append(together)
+                            ceilings.append(n * alone / together)
                             print(f"  (b) bare env: {alone:.0f} ms per step alone, {together:.0f} ms each with {n} "
-                                  f"at once, {n * alone / together:.2f}x (load {os.getloadavg()[0]:.2f})", flush=True)
+                                  f"at once, {ceilings[-1]:.2f}x (load {os.getloadavg()[0]:.2f})", flush=True)
                         else:
                             t = launcher.run(args.vla_eval, shards=n, tasks=n_tasks, episodes=args.episodes,
                                              max_steps=args.max_steps, out=out)
@@ -213,16 +214,15 @@ def run(args: argparse.Namespace, launcher) -> None:
         if i == 0:
             print("-|-".join("-" * w for w in widths))
     ve = [r for r in rows if "vla-eval" in r[0]]
+    gym = next((r for r in rows if r[0].startswith(f"({VLA_EVAL_CASE})") and "vla-eval" not in r[0]), None)
     if ve:
         print("N = num_envs for vla_gym, shards (processes sharing one model server) for vla-eval")
-        gym = next(r for r in rows if r[0].startswith(f"({VLA_EVAL_CASE})") and "vla-eval" not in r[0])
         print(f"lead, vla_gym ep/h / vla-eval ep/h: N=1 {gym[3] / ve[0][3]:.2f}x, "
               f"N={n_par} {gym[4] / ve[0][4]:.2f}x")
     elif VLA_EVAL_CASE in args.wanted:
         print(VLA_EVAL_NOTE)
-    if bare_ms[1]:
-        gym = next(r for r in rows if r[0].startswith(f"({VLA_EVAL_CASE})") and "vla-eval" not in r[0])
-        bound = statistics.median(n_par * a / b for a, b in zip(bare_ms[1], bare_ms[n_par]))
+    if ceilings:
+        bound = statistics.median(ceilings)
         print(f"ceiling, case ({VLA_EVAL_CASE})'s bare env with no runner (alone vs {n_par} at once, interleaved): "
               f"{bound:.2f}x for num_envs={n_par}; vla_gym's speed-up {gym[5]:.2f}x is {gym[5] / bound:.0%} of it")
     print(f"cores busy = CPU seconds (this process and its workers or vla-eval's processes) per wall second, "
